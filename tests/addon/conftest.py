@@ -1,0 +1,52 @@
+"""Add-on tests run in .venv-blender (pip bpy); they never import torch or ``backend``.
+
+Blender writes its config and caches under HOME / BLENDER_USER_RESOURCES, so those go to a temporary
+directory unless the caller (scripts/test.sh) already set them — before ``bpy`` is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+if not os.environ.get("BLENDER_USER_RESOURCES"):
+    _scratch = Path(tempfile.mkdtemp(prefix="ani3d-addon-tests-"))
+    for var, sub in (("HOME", "home"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"),
+                     ("BLENDER_USER_RESOURCES", "blender")):
+        os.environ[var] = str(_scratch / sub)
+        (_scratch / sub).mkdir(parents=True, exist_ok=True)
+
+import bpy  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def empty_scene():
+    """Every test starts from an empty factory scene."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy.context.scene
+
+
+@pytest.fixture
+def addon():
+    """The add-on registered from the source tree (unregistered afterwards)."""
+    import blender_addon
+
+    blender_addon.register()
+    try:
+        yield blender_addon
+    finally:
+        blender_addon.unregister()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_torch():
+    yield
+    assert "torch" not in sys.modules, "add-on tests must not import torch"
+    assert "backend" not in sys.modules, "add-on tests must not import the backend package"
