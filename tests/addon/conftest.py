@@ -12,8 +12,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, Path(__file__).resolve().parent):  # the add-on package, and the test helpers
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 if not os.environ.get("BLENDER_USER_RESOURCES"):
     _scratch = Path(tempfile.mkdtemp(prefix="ani3d-addon-tests-"))
