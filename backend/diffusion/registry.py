@@ -40,7 +40,6 @@ class ModelInfo:
         params_b: Transformer parameters in billions (per expert for two-expert models).
         size_class: ``"small"`` (runs on a 24 GB card, or slowly on a CPU) or ``"large"`` (CUDA only).
         default_cfg: Classifier-free guidance scale used when the caller gives none.
-        download_gb: Approximate download size of the whole repository.
         note: One line for the ``models`` listing.
     """
 
@@ -49,22 +48,21 @@ class ModelInfo:
     params_b: float
     size_class: str
     default_cfg: float
-    download_gb: float
     note: str = ""
 
 
 SUPPORTED_MODELS: tuple[ModelInfo, ...] = (
-    ModelInfo("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "vace", 1.3, "small", 5.0, 22.0,
+    ModelInfo("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "vace", 1.3, "small", 5.0,
               "default: reference image + pose video (counterpart of Wan2.1-Fun-1.3B-Control)"),
-    ModelInfo("Wan-AI/Wan2.1-VACE-14B-diffusers", "vace", 14.0, "large", 5.0, 75.0,
+    ModelInfo("Wan-AI/Wan2.1-VACE-14B-diffusers", "vace", 14.0, "large", 5.0,
               "reference image + pose video, 14B"),
-    ModelInfo("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "t2v", 1.3, "small", 2.0, 29.0,
+    ModelInfo("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "t2v", 1.3, "small", 2.0,
               "general text-to-video prior (paper ablation, CFG 2)"),
-    ModelInfo("Wan-AI/Wan2.1-T2V-14B-Diffusers", "t2v", 14.0, "large", 2.0, 69.0,
+    ModelInfo("Wan-AI/Wan2.1-T2V-14B-Diffusers", "t2v", 14.0, "large", 2.0,
               "general text-to-video prior, 14B"),
-    ModelInfo("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "t2v", 14.0, "large", 2.0, 126.0,
+    ModelInfo("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "t2v", 14.0, "large", 2.0,
               "Wan2.2 two-expert (high/low noise) text-to-video"),
-    ModelInfo("linoyts/Wan2.2-VACE-Fun-14B-diffusers", "vace", 14.0, "large", 5.0, 126.0,
+    ModelInfo("linoyts/Wan2.2-VACE-Fun-14B-diffusers", "vace", 14.0, "large", 5.0,
               "Wan2.2 VACE-Fun two-expert, community conversion (counterpart of Wan2.2-Fun-A14B-Control)"),
 )
 
