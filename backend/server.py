@@ -367,7 +367,7 @@ class Server:
                 (public, secret), allowed = self._curve
                 auth = ThreadAuthenticator(ctx)
                 auth.start()
-                auth.configure_curve_callback(domain="*", credentials_provider=_AllowedKeys(allowed))
+                auth.configure_curve_callback(domain="ani3dhuman", credentials_provider=_AllowedKeys(allowed))
                 router.curve_server = True
                 router.curve_publickey = public
                 router.curve_secretkey = secret
