@@ -13,6 +13,7 @@ the binding labels ``part_id`` / ``loose`` when the PLY has them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -160,7 +161,7 @@ def attribute_spec(name: str) -> tuple[str, int]:
         return "QUATERNION", 4
     if name == "radiance:base":
         return "FLOAT_COLOR", 4
-    if name in ("scale",) or name.startswith("radiance:sh_"):
+    if name in ("scale", "velocity") or name.startswith("radiance:sh_"):
         return "FLOAT_VECTOR", 3
     return "FLOAT", 1
 
@@ -250,7 +251,8 @@ def _colour_material():
     material = bpy.data.materials.get(MATERIAL_NAME)
     if material is None:
         material = bpy.data.materials.new(MATERIAL_NAME)
-        material.use_nodes = True
+        if material.node_tree is None:  # Blender < 5.0 creates materials without nodes
+            material.use_nodes = True
         nodes, links = material.node_tree.nodes, material.node_tree.links
         nodes.clear()
         attr = nodes.new("ShaderNodeAttribute")
@@ -471,6 +473,21 @@ def register_handlers() -> None:
         bpy.app.handlers.frame_change_pre.append(frame_handler)
     if load_handler not in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.append(load_handler)
+
+
+@contextlib.contextmanager
+def handlers_active():
+    """Make sure the frame handler runs inside the block (exporters step frames); restores the previous state."""
+    import bpy
+
+    was = _HANDLERS is not None and _HANDLERS[0] in bpy.app.handlers.frame_change_pre
+    if not was:
+        register_handlers()
+    try:
+        yield
+    finally:
+        if not was:
+            unregister_handlers()
 
 
 def unregister_handlers() -> None:
