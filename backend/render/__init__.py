@@ -1,0 +1,35 @@
+"""Differentiable Gaussian rendering: cameras (Blender convention), ``render()`` with a gsplat CUDA path and a
+portable pure-PyTorch rasterizer, camera trajectories and image/video writers.
+
+Public API::
+
+    from backend.render import Cameras, load_cameras, save_cameras, render, RenderSettings, RenderOutput
+"""
+
+from backend.render.cameras import Cameras, load_cameras, look_at, save_cameras
+from backend.render.render import RenderOutput, RenderSettings, render, resolve_backend
+from backend.render.trajectories import (
+    Framing,
+    ViewTimeTrajectory,
+    diagonal_trajectories,
+    diagonal_trajectory,
+    frame_subject,
+    orbit_cameras,
+)
+
+__all__ = [
+    "Cameras",
+    "Framing",
+    "RenderOutput",
+    "RenderSettings",
+    "ViewTimeTrajectory",
+    "diagonal_trajectories",
+    "diagonal_trajectory",
+    "frame_subject",
+    "load_cameras",
+    "look_at",
+    "orbit_cameras",
+    "render",
+    "resolve_backend",
+    "save_cameras",
+]

@@ -1,0 +1,237 @@
+"""The torch rasterizer against an independent brute-force per-pixel renderer, analytic splats and invariances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from backend.errors import CapabilityError, InputError
+from backend.gaussians.container import Gaussians, rgb_to_sh_dc
+from backend.render import Cameras, RenderSettings, render
+from backend.render.cameras import look_at
+from backend.render.rasterize import eval_sh
+
+pytestmark = pytest.mark.unit
+
+
+# ---- an independent reference: every pixel against every Gaussian, in float64 ------------------------------
+def _rotation(q: torch.Tensor) -> torch.Tensor:
+    """(w²−|v|²)I + 2vvᵀ + 2w[v]× for unit q — a different formula from the renderer's."""
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, v = q[:, :1], q[:, 1:]
+    eye = torch.eye(3, dtype=q.dtype).expand(q.shape[0], 3, 3)
+    cross = torch.zeros(q.shape[0], 3, 3, dtype=q.dtype)
+    cross[:, 0, 1], cross[:, 0, 2], cross[:, 1, 2] = -v[:, 2], v[:, 1], -v[:, 0]
+    cross = cross - cross.transpose(1, 2)
+    return ((w * w - (v * v).sum(-1, keepdim=True))[..., None] * eye + 2 * v[:, :, None] * v[:, None, :]
+            + 2 * w[..., None] * cross)
+
+
+def brute_force(g: Gaussians, cam: Cameras, background, features=None, near=0.01, far=1e10):
+    """gsplat's classic rules written per pixel: returns rgb, alpha, depth, features for camera 0."""
+    w_img, h_img = cam.width, cam.height
+    fx, fy, cx, cy = (float(getattr(cam, k)[0]) for k in ("fx", "fy", "cx", "cy"))
+    m = cam.world_from_camera[0].to(g.means.dtype)
+    # Blender camera frame: p_b = Rᵀ (p − t); OpenCV flips y and z.
+    p_b = (g.means - m[:3, 3]) @ m[:3, :3]
+    p = p_b * torch.tensor([1.0, -1.0, -1.0], dtype=p_b.dtype)
+    r_cv = (m[:3, :3] * torch.tensor([1.0, -1.0, -1.0], dtype=m.dtype)).T
+    rot = _rotation(g.quats)
+    s2 = torch.exp(2 * g.log_scales)
+    cov_w = rot @ torch.diag_embed(s2) @ rot.transpose(1, 2)
+    cov_c = r_cv @ cov_w @ r_cv.T
+    x, y, z = p.unbind(-1)
+    def lim(size, c, f):  # gsplat clamps x/z, y/z to 1.3x the half field of view
+        return (size - c) / f + 0.3 * 0.5 * size / f, c / f + 0.3 * 0.5 * size / f
+
+    (lxp, lxn), (lyp, lyn) = lim(w_img, cx, fx), lim(h_img, cy, fy)
+    u = torch.clamp(x / z, -lxn, lxp)
+    v = torch.clamp(y / z, -lyn, lyp)
+    jac = torch.zeros(len(g), 2, 3, dtype=p.dtype)
+    jac[:, 0, 0], jac[:, 0, 2] = fx / z, -fx * u / z
+    jac[:, 1, 1], jac[:, 1, 2] = fy / z, -fy * v / z
+    cov2 = jac @ cov_c @ jac.transpose(1, 2) + 0.3 * torch.eye(2, dtype=p.dtype)
+    conic = torch.linalg.inv(cov2)
+    mean2 = torch.stack([fx * x / z + cx, fy * y / z + cy], -1)
+    opac = torch.sigmoid(g.opacity_logits)
+    colors = torch.clamp_min(g.sh[:, 0] * 0.28209479177387814 + 0.5, 0.0)
+    feats = colors if features is None else torch.cat([colors, features], -1)
+
+    ys, xs = torch.meshgrid(torch.arange(h_img, dtype=p.dtype) + 0.5, torch.arange(w_img, dtype=p.dtype) + 0.5,
+                            indexing="ij")
+    trans = torch.ones(h_img, w_img, dtype=p.dtype)
+    done = torch.zeros(h_img, w_img, dtype=torch.bool)
+    acc = torch.zeros(h_img, w_img, feats.shape[1], dtype=p.dtype)
+    acc_d = torch.zeros(h_img, w_img, dtype=p.dtype)
+    for i in torch.argsort(z.detach()).tolist():
+        if not (near <= float(z[i].detach()) <= far) or float(opac[i].detach()) < 1 / 255:
+            continue
+        d = torch.stack([xs - mean2[i, 0], ys - mean2[i, 1]], -1)
+        sigma = 0.5 * torch.einsum("hwi,ij,hwj->hw", d, conic[i], d)
+        alpha = torch.clamp(opac[i] * torch.exp(-sigma), max=0.999)
+        use = (alpha >= 1 / 255) & ~done
+        next_t = trans * (1 - alpha)
+        stop = use & (next_t <= 1e-4)
+        done = done | stop
+        use = use & ~stop
+        wgt = torch.where(use, alpha * trans, torch.zeros_like(alpha))
+        acc = acc + wgt[..., None] * feats[i]
+        acc_d = acc_d + wgt * z[i]
+        trans = torch.where(use, next_t, trans)
+    alpha = 1 - trans
+    rgb = acc[..., :3] + trans[..., None] * torch.tensor(background, dtype=p.dtype)
+    depth = acc_d / alpha.clamp_min(1e-10)
+    brute_force.stopped_pixels = int(done.sum())
+    return rgb, alpha[..., None], depth[..., None], (acc[..., 3:] if features is not None else None)
+
+
+def _camera(width=40, height=30, dtype=torch.float64, fov=50.0, eye=(0.3, -2.0, 0.6), target=(0.0, 0.0, 0.1)):
+    m = look_at(torch.tensor([eye], dtype=torch.float64), torch.tensor(target, dtype=torch.float64))
+    f = 0.5 * height / math.tan(math.radians(fov) / 2)
+    return Cameras.create(m.to(dtype), width=width, height=height, fx=f, fy=f * 1.1, cx=width / 2 + 1.3,
+                          cy=height / 2 - 0.7)
+
+
+def _scene(n=40, seed=0, dtype=torch.float64, stack=True):
+    gen = torch.Generator().manual_seed(seed)
+    means = (torch.rand(n, 3, generator=gen) - 0.5) * torch.tensor([1.6, 0.8, 1.2])
+    if stack:  # a deep pile of opaque Gaussians on one line of sight so transmittance runs out
+        means[:12] = torch.tensor([0.05, 0.0, 0.1]) + torch.linspace(-0.3, 0.3, 12)[:, None] * torch.tensor(
+            [0.0, 1.0, 0.0])
+    log_scales = torch.log(0.03 + 0.12 * torch.rand(n, 3, generator=gen))
+    opac = 0.3 + 0.69 * torch.rand(n, generator=gen)
+    if stack:
+        opac[:12] = 0.995
+        log_scales[:12] = math.log(0.12)
+    colors = torch.rand(n, 3, generator=gen)
+    return Gaussians(
+        means=means.to(dtype),
+        quats=torch.randn(n, 4, generator=gen).to(dtype),
+        log_scales=log_scales.to(dtype),
+        opacity_logits=torch.logit(opac).to(dtype),
+        sh=rgb_to_sh_dc(colors)[:, None].to(dtype),
+    )
+
+
+TORCH = RenderSettings(backend="torch", background=(0.2, 0.4, 0.9))
+
+
+def test_matches_brute_force_rgb_alpha_depth_features():
+    g, cam = _scene(), _camera()
+    feats = torch.rand(len(g), 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    out = render(g, cam, features=feats, settings=TORCH)
+    rgb, alpha, depth, extra = brute_force(g, cam, TORCH.background, features=feats)
+    assert out.backend == "torch"
+    assert out.rgb.shape == (1, 30, 40, 3) and out.alpha.shape == (1, 30, 40, 1)
+    assert out.depth.shape == (1, 30, 40, 1) and out.features.shape == (1, 30, 40, 2)
+    assert brute_force.stopped_pixels > 10, "scene must exercise early termination"
+    assert float((alpha == 0).sum()) > 0, "scene must leave some background"
+    for ours, ref in ((out.rgb, rgb), (out.alpha, alpha), (out.depth, depth), (out.features, extra)):
+        assert (ours[0] - ref).abs().max() <= 1e-4
+
+
+def test_matches_brute_force_in_float32_and_small_chunks():
+    g, cam = _scene(seed=3).to(dtype=torch.float32), _camera(dtype=torch.float32)
+    ref = brute_force(g.to(dtype=torch.float64), cam.to(dtype=torch.float64), TORCH.background)
+    for max_pairs in (1 << 21, 1024):  # one chunk, and many chunks with finished-pixel culling
+        out = render(g, cam, settings=RenderSettings(backend="torch", background=TORCH.background,
+                                                    max_pairs=max_pairs))
+        assert (out.rgb[0].double() - ref[0]).abs().max() <= 1e-4
+        assert (out.alpha[0].double() - ref[1]).abs().max() <= 1e-4
+        assert (out.depth[0].double() - ref[2]).abs().max() <= 1e-4 * 3  # depth ~2 m: float32 rounding
+
+
+def test_gradients_match_brute_force_autograd():
+    cam = _camera(width=24, height=18)
+    base = _scene(n=16, seed=1)
+    names = ("means", "quats", "log_scales", "opacity_logits", "sh")
+
+    def grads(fn):
+        leaves = {k: getattr(base, k).clone().requires_grad_(True) for k in names}
+        g = base.replace(**leaves)
+        rgb, alpha, depth = fn(g)
+        weights = torch.rand(rgb.shape, generator=torch.Generator().manual_seed(9), dtype=rgb.dtype)
+        loss = (rgb * weights).sum() + 0.3 * alpha.sum() + 0.1 * depth.sum()
+        loss.backward()
+        return {k: v.grad for k, v in leaves.items()}
+
+    ours = grads(lambda g: (lambda o: (o.rgb[0], o.alpha[0], o.depth[0]))(render(g, cam, settings=TORCH)))
+    ref = grads(lambda g: brute_force(g, cam, TORCH.background)[:3])
+    for k in names:
+        scale = float(ref[k].abs().max())
+        assert scale > 0, k
+        assert (ours[k] - ref[k]).abs().max() <= 1e-6 * max(1.0, scale), k
+
+
+def test_single_isotropic_gaussian_is_the_analytic_splat():
+    size, f, z, sigma, opacity = 41, 60.0, 2.0, 0.05, 0.8
+    cam = Cameras.create(look_at(torch.tensor([[0.0, -z, 0.0]]), torch.zeros(3)), width=size, height=size, fx=f,
+                         cx=size / 2, cy=size / 2)  # centre of pixel 20 is 20.5 = size / 2
+    color = torch.tensor([[0.9, 0.5, 0.2]])
+    g = Gaussians.from_colors(torch.zeros(1, 3), color, scales=sigma, opacities=opacity)
+    out = render(g, cam, settings=RenderSettings(backend="torch"))
+    sigma_px = math.sqrt(f * f * sigma * sigma / (z * z) + 0.3)
+    c = size // 2
+    assert torch.allclose(out.rgb[0, c, c], opacity * color[0], atol=1e-5)
+    dist = torch.arange(0, 8, dtype=torch.float32)
+    expected = opacity * torch.exp(-0.5 * dist ** 2 / sigma_px ** 2)
+    expected = torch.where(expected >= 1 / 255, expected, torch.zeros_like(expected))
+    assert torch.allclose(out.alpha[0, c, c:c + 8, 0], expected, atol=1e-5)  # along +x
+    assert torch.allclose(out.alpha[0, c:c + 8, c, 0], expected, atol=1e-5)  # along +y (image down)
+    assert torch.allclose(out.depth[0, c, c, 0], torch.tensor(z), atol=1e-5)
+    assert float(out.alpha.sum()) == pytest.approx(
+        float(torch.where(out.alpha > 0, out.alpha, 0).sum()), rel=1e-6)
+
+
+def test_order_of_gaussians_does_not_change_the_image():
+    g, cam = _scene(n=60, seed=2).to(dtype=torch.float32), _camera(dtype=torch.float32)
+    perm = torch.randperm(len(g), generator=torch.Generator().manual_seed(4))
+    a = render(g, cam, settings=TORCH)
+    b = render(g.subset(perm), cam, settings=TORCH)
+    assert (a.rgb - b.rgb).abs().max() <= 1e-6
+    assert (a.depth - b.depth).abs().max() <= 1e-5
+
+
+def test_near_plane_and_behind_camera_are_culled():
+    cam = _camera(width=20, height=20, eye=(0.0, -2.0, 0.0), target=(0.0, 0.0, 0.0))
+    behind = Gaussians.from_colors(torch.tensor([[0.0, -3.0, 0.0], [0.0, -1.995, 0.0]], dtype=torch.float64),
+                                   torch.ones(2, 3, dtype=torch.float64), scales=0.2)
+    out = render(behind, cam, settings=RenderSettings(backend="torch", near=0.01))
+    assert float(out.alpha.abs().max()) == 0.0
+
+
+def test_sh_degree_one_follows_view_direction():
+    g = _scene(n=10, seed=6, stack=False)
+    sh = torch.zeros(len(g), 4, 3, dtype=torch.float64)
+    sh[:, 0] = g.sh[:, 0]
+    sh[:, 3] = 0.5  # the −C1·x term
+    g1 = g.replace(sh=sh)
+    dirs = torch.nn.functional.normalize(torch.randn(5, 3, dtype=torch.float64), dim=-1)
+    val = eval_sh(sh[:5], dirs, 1)
+    expected = 0.28209479177387814 * sh[:5, 0] - 0.4886025119029199 * dirs[:, :1] * 0.5
+    assert torch.allclose(val, expected)
+    cam = _camera()
+    a = render(g1, cam, settings=RenderSettings(backend="torch", sh_degree=0))
+    b = render(g1, cam, settings=RenderSettings(backend="torch"))
+    assert float((a.rgb - b.rgb).abs().max()) > 1e-3
+    assert torch.allclose(a.alpha, b.alpha)
+
+
+def test_settings_and_inputs_are_validated():
+    g, cam = _scene(n=5, stack=False), _camera()
+    with pytest.raises(InputError, match="features"):
+        render(g, cam, features=torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(InputError, match="backend"):
+        RenderSettings(backend="vulkan")
+    with pytest.raises(InputError, match="sh_degree"):
+        render(g, cam, settings=RenderSettings(sh_degree=2))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where CUDA is absent")
+def test_gsplat_where_it_cannot_run_is_a_clear_error_and_auto_uses_torch():
+    g, cam = _scene(n=5, stack=False), _camera()
+    with pytest.raises(CapabilityError, match="gsplat"):
+        render(g, cam, settings=RenderSettings(backend="gsplat"))
+    assert render(g, cam).backend == "torch"
