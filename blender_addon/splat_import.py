@@ -155,6 +155,44 @@ def splat_attributes(vertices: np.ndarray, path: str = "PLY") -> dict[str, np.nd
     return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in out.items()}
 
 
+def write_3dgs_ply(path: str | os.PathLike, means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray,
+                   opacity_logits: np.ndarray, sh: np.ndarray) -> None:
+    """Write the standard 3DGS PLY layout (DESIGN.md §3) with numpy, atomically (temporary file + rename).
+
+    Args:
+        path: Output file.
+        means: [N, 3]; quats: (w, x, y, z) [N, 4]; log_scales: [N, 3]; opacity_logits: [N];
+        sh: 3DGS SH coefficients, DC first. [N, K, 3]
+    """
+    means = np.asarray(means)
+    n = len(means)
+    sh = np.asarray(sh).reshape(n, -1, 3)
+    k = sh.shape[1]
+    checks = {"means": (means, (n, 3)), "quats": (np.asarray(quats), (n, 4)),
+              "log_scales": (np.asarray(log_scales), (n, 3)), "opacity_logits": (np.asarray(opacity_logits), (n,))}
+    for name, (value, shape) in checks.items():
+        if value.shape != shape:
+            raise ResultError(f"{name}: expected shape {list(shape)}, got {list(value.shape)}")
+    rest = np.transpose(sh[:, 1:], (0, 2, 1)).reshape(n, 3 * (k - 1))
+    data = np.concatenate([means, np.zeros((n, 3)), sh[:, 0], rest, np.asarray(opacity_logits)[:, None],
+                           log_scales, quats], axis=1).astype("<f4")
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
+    header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            fh.write(np.ascontiguousarray(data).tobytes())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 # Attribute name -> (Blender data type, components).
 def attribute_spec(name: str) -> tuple[str, int]:
     if name == "rotation":

@@ -1,0 +1,88 @@
+"""The add-on's scene settings: one PropertyGroup at ``Scene.ani3dhuman``."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty,
+                       StringProperty)
+
+QUALITY_ITEMS = (
+    ("preview", "Preview", "Fast: fewer Gaussians and optimisation steps"),
+    ("standard", "Standard", "Balanced quality and time"),
+    ("high", "High", "Best quality, slowest"),
+)
+
+
+def _is_armature(_self, obj) -> bool:
+    return obj.type == "ARMATURE"
+
+
+def _is_camera(_self, obj) -> bool:
+    return obj.type == "CAMERA"
+
+
+class Ani3DHumanSettings(bpy.types.PropertyGroup):
+    # Backend
+    endpoint: StringProperty(name="Endpoint", default="tcp://127.0.0.1:5555",
+                             description="ZeroMQ endpoint of the Ani3DHuman compute backend")
+    connected: BoolProperty(name="Connected", default=False)
+    connection_status: StringProperty(name="Status", default="not connected")
+
+    # Subject
+    armature: PointerProperty(name="Armature", type=bpy.types.Object, poll=_is_armature,
+                              description="SMPL-X / SMPL rig (or one made by Add Body) whose motion is animated")
+    reference_image: StringProperty(name="Image", subtype="FILE_PATH",
+                                    description="Photo of the person (PNG/JPEG); empty = the default subject")
+    reference_camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                                      description="Camera that sees the body as the photo does (optional)")
+    reference_frame: IntProperty(name="Reference Frame", default=1,
+                                 description="Scene frame whose pose matches the photo")
+
+    # Settings
+    use_scene_range: BoolProperty(name="Scene Range", default=True,
+                                  description="Animate the scene's frame range")
+    frame_start: IntProperty(name="Start", default=1, min=0)
+    frame_end: IntProperty(name="End", default=48, min=0)
+    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="preview")
+    prior: StringProperty(name="Prior", default="none",
+                          description="Video prior model id, or 'none' for the rigid layer only")
+    gaussians: IntProperty(name="Gaussians", default=20000, min=100, max=2_000_000,
+                           description="Number of Gaussians of the person")
+    seed: IntProperty(name="Seed", default=0, min=0)
+
+    # Job (written by the polling function)
+    job_id: StringProperty(name="Job", default="")
+    job_state: StringProperty(name="State", default="")
+    stage: StringProperty(name="Stage", default="")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    eta_s: FloatProperty(name="ETA", default=-1.0)
+    message: StringProperty(name="Message", default="")
+    error: StringProperty(name="Error", default="")
+
+    # Results
+    result_dir: StringProperty(name="Result Folder", subtype="DIR_PATH", default="",
+                               description="Local folder of the last result (frames/frame_XXXXXX.ply)")
+    result_object: PointerProperty(name="Result", type=bpy.types.Object)
+    alembic_path: StringProperty(name="Alembic", subtype="FILE_PATH", default="//ani3dhuman/splats.abc")
+    ply_dir: StringProperty(name="PLY Folder", subtype="DIR_PATH", default="//ani3dhuman/ply/")
+    usd_path: StringProperty(name="USD", subtype="FILE_PATH", default="//ani3dhuman/splats.usdc")
+
+    def frame_range(self, scene) -> tuple[int, int]:
+        if self.use_scene_range:
+            return scene.frame_start, scene.frame_end
+        return self.frame_start, self.frame_end
+
+
+CLASSES = (Ani3DHumanSettings,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.ani3dhuman = PointerProperty(type=Ani3DHumanSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.ani3dhuman
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
