@@ -71,7 +71,8 @@ class ServerSettings:
             state changes are always pushed).
         devices: Worker devices; None detects (every CUDA device, else ``cpu``).
         body_models: Body model names clients may use -> what ``load_body_model`` receives.
-        priors: Prior ids clients may use (reported by hello).
+        priors: Prior ids clients may use (reported by hello); None: ``none`` and every supported video prior
+            (``backend.diffusion.registry``); a job whose prior is not on this machine fails with its message.
     """
 
     endpoint: str = "tcp://127.0.0.1:5555"
@@ -88,7 +89,7 @@ class ServerSettings:
     progress_interval_s: float = 0.1
     devices: tuple[str, ...] | None = None
     body_models: dict = field(default_factory=lambda: {"default": "default"})
-    priors: tuple[str, ...] = ("none",)
+    priors: tuple[str, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,6 +265,26 @@ def detect_devices() -> tuple[str, ...]:
     return tuple(f"cuda:{i}" for i in range(count)) or ("cpu",)
 
 
+def detect_priors() -> tuple[str, ...]:
+    """``none`` plus the ids of the supported video priors."""
+    try:
+        from backend.diffusion.registry import SUPPORTED_MODELS
+    except ImportError:
+        return ("none",)
+    return ("none", *(model.repo_id for model in SUPPORTED_MODELS))
+
+
+def _prior_models() -> list[dict]:
+    """Which supported priors are present on this machine (as ``ani3dhuman models --json`` prints)."""
+    try:
+        from backend.cli.models import status_dicts
+
+        return status_dicts()
+    except Exception as exc:  # a broken cache must not break hello
+        log.warning("cannot list prior models: %s", exc)
+        return []
+
+
 def _png(preview: np.ndarray, max_side: int = 160) -> bytes | None:
     try:
         from PIL import Image
@@ -301,6 +322,7 @@ class Server:
                            load_allowed_clients(Path(settings.curve_allowed_clients)))
         self.store = JobStore(settings.jobs_dir)
         self.devices = settings.devices or detect_devices()
+        self.priors = settings.priors if settings.priors is not None else detect_priors()
         self._runner = runner or run_pipeline
         self._validate = validate or validate_spec
         self._jobs: dict[str, _Job] = {}
@@ -378,6 +400,7 @@ class Server:
                 raise InputError(f"endpoint {self.settings.endpoint}: cannot bind ({exc})") from None
             self.endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
             self._recover()
+            self._pool.submit(self._warm_up)
             for device in self.devices:
                 worker = threading.Thread(target=self._work, args=(device,), name=f"ani3d-worker-{device}",
                                           daemon=True)
@@ -397,6 +420,16 @@ class Server:
                 auth.stop()
             self._wake_r.close()
             self._wake_w.close()
+
+    def _warm_up(self) -> None:
+        """Import the pipeline and scan the prior cache off the loop thread, so the first submit and hello
+        do not pay for it."""
+        try:
+            import backend.jobs  # noqa: F401
+            import backend.pipeline  # noqa: F401
+        except Exception as exc:  # reported again, per job, when a job runs
+            log.warning("pipeline import failed: %s", exc)
+        self._prior_models_cached()
 
     def _loop(self, router: zmq.Socket) -> None:
         poller = zmq.Poller()
@@ -488,11 +521,19 @@ class Server:
             pass
         s = self.settings
         return {"server": "ani3dhuman", "protocol_version": protocol.PROTOCOL_VERSION, "versions": versions,
-                "devices": list(self.devices), "body_models": sorted(s.body_models), "priors": list(s.priors),
+                "devices": list(self.devices), "body_models": sorted(s.body_models), "priors": list(self.priors),
+                "prior_models": self._prior_models_cached(),
                 "curve": self._curve is not None,
                 "limits": {"max_message_bytes": s.max_message_bytes, "max_reply_bytes": s.max_reply_bytes,
                            "max_frames": s.max_frames, "max_gaussians": s.max_gaussians,
                            "max_image_bytes": s.max_image_bytes}}, None
+
+    def _prior_models_cached(self) -> list[dict]:
+        now = time.monotonic()
+        cached = getattr(self, "_prior_cache", None)
+        if cached is None or now - cached[0] > 30.0:  # a cache scan, not per hello
+            cached = self._prior_cache = (now, _prior_models())
+        return cached[1]
 
     def _body_model(self, message: Message, identity: bytes) -> tuple[dict, dict]:
         name = field_value(message.header, "name", "str", default="default",
@@ -582,7 +623,7 @@ class Server:
         if "body" in spec:
             field_value(spec, "body", "str", choices=sorted(s.body_models))
         if "prior" in spec:
-            field_value(spec, "prior", "str", choices=list(s.priors))
+            field_value(spec, "prior", "str", choices=list(self.priors))
         spec.pop("image", None)
         if spec.get("import_gaussians") is not None:
             raise ProtocolError("field 'spec.import_gaussians': not accepted over the wire (a server-side path); "

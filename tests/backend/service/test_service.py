@@ -189,3 +189,36 @@ def test_failed_job_reports_the_error(local_server):
         job = client.submit(_job())
         status = client.wait(job, timeout_s=10)
     assert status["state"] == "failed" and status["error"] == "camera: expected width > 0"
+
+
+def test_preview_watchers_and_shutdown_interrupts(local_server):
+    from backend.progress import ProgressEvent
+
+    started = __import__("threading").Event()
+
+    def runner(spec, out_dir, progress, device):
+        preview = np.zeros((64, 96, 3), np.uint8)
+        preview[:, :48] = 255
+        progress(ProgressEvent("restore", 0.1, "sampling", 5.0, preview))
+        started.set()
+        while True:  # a long stage that checks in often
+            progress(ProgressEvent("restore", 0.2, "sampling"))
+            time.sleep(0.01)
+
+    server = local_server(runner=runner)
+    with Client(server.endpoint, timeout_s=10) as submitter, Client(server.endpoint, timeout_s=10) as watcher:
+        job = submitter.submit(_job())
+        assert started.wait(10)
+        assert watcher.status(job, watch=True)["state"] == "running"
+        time.sleep(0.3)
+        watched = watcher.progress(0.5)
+        assert watched and all(m.header["job"] == job for m in watched)
+        previews = [m for m in submitter.progress(0.5) if "preview_png" in m.arrays]
+        assert len(previews) == 1
+        image = Image.open(io.BytesIO(previews[0].arrays["preview_png"].tobytes()))
+        assert image.size == (96, 64) and image.getpixel((0, 0)) == (255, 255, 255)
+        assert previews[0].header["eta_s"] == 5.0
+        assert submitter.shutdown()["stopping"] is True
+    server.stop()
+    assert server.store.state(job)["state"] == "interrupted"
+    assert not server.store.output_dir(job).exists()
