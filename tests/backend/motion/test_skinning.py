@@ -105,3 +105,15 @@ def test_matrix_quaternion_round_trip_and_product(generator):
     r2 = axis_angle_to_matrix(torch.randn(500, 3, generator=generator, dtype=torch.float64))
     q12 = quaternion_multiply(q, matrix_to_quaternion(r2))
     assert torch.allclose(quaternion_to_matrix(q12), r @ r2, atol=1e-12)
+
+
+def test_blocked_and_differentiable_paths_agree(subject, generator):
+    body, g = subject
+    out = pose(body, 5, root=torch.randn(5, 3, generator=generator), pose_body=torch.randn(5, 63, generator=generator))
+    blocked = skin_means_quats(g.means, g.quats, g.skin_weights, out.joint_transforms,
+                               frames_per_chunk=2, gaussians_per_chunk=999)
+    means = g.means.clone().requires_grad_(True)
+    direct = skin_means_quats(means, g.quats, g.skin_weights, out.joint_transforms)
+    assert torch.allclose(blocked[0], direct[0], atol=1e-6) and torch.allclose(blocked[1], direct[1], atol=1e-6)
+    direct[0].sum().backward()
+    assert means.grad is not None and torch.isfinite(means.grad).all()
