@@ -238,7 +238,7 @@ def restore(
 
     def on_step(info) -> None:
         elapsed = time.monotonic() - sampling_started
-        report(0.1 + 0.8 * (info.index + 1) / info.total,
+        report(round(0.1 + 0.8 * (info.index + 1) / info.total, 6),
                f"restore: step {info.index + 1}/{info.total} (sigma {info.sigma:.3f}, {elapsed:.1f} s)")
 
     x0 = sample_self_guided(
