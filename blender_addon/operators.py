@@ -106,6 +106,7 @@ class ANI3DHUMAN_OT_add_body(bpy.types.Operator):
         props = _props(context)
 
         def fetch_and_build():
+            session.connect(props, timeout_s=3.0)  # fail fast when no backend is listening
             try:
                 reply = session.get_client(props.endpoint).body_model(self.body, timeout_s=60.0)
             except client.ServiceTimeout:

@@ -282,6 +282,7 @@ def start_job(context, props, results_root: Path) -> Job:
         raise SessionError(f"job {_JOB.id} is still {_JOB.state}: cancel it or wait for it to finish")
     scene = context.scene
     spec, image = build_spec(scene, props)
+    connect(props, timeout_s=3.0)  # fail fast (and clearly) when no backend is listening
     c = get_client(props.endpoint)
     try:
         job_id = c.submit(spec, image=image, timeout_s=15.0)
