@@ -620,8 +620,8 @@ class Server:
                 raise ProtocolError(f"array 'motion.{name}': expected finite values, found NaN or inf")
             motion[name] = np.array(array)  # own the memory: the zmq frame goes away
         field_value(spec, "gaussians", "int", minimum=1, maximum=s.max_gaussians)
-        if "body" in spec:
-            field_value(spec, "body", "str", choices=sorted(s.body_models))
+        if "body" in spec:  # a name the server offers, never a client-chosen server path
+            spec["body"] = s.body_models[field_value(spec, "body", "str", choices=sorted(s.body_models))]
         if "prior" in spec:
             field_value(spec, "prior", "str", choices=list(self.priors))
         spec.pop("image", None)
@@ -783,9 +783,11 @@ class Server:
                 final = "done"  # it completed before the cancel flag was seen
         message = {"done": f"finished in {time.monotonic() - started:.1f} s", "cancelled": "cancelled",
                    "interrupted": "server stopped", "failed": "failed"}[final]
+        # the worker is the only writer of a running job's state: write the file outside the lock
+        state = self.store.update_state(job.id, state=final, finished=time.time(), error=error, message=message,
+                                        **({"fraction": 1.0} if final == "done" else {}))
         with self._lock:
-            job.state = self.store.update_state(job.id, state=final, finished=time.time(), error=error,
-                                                message=message, **({"fraction": 1.0} if final == "done" else {}))
+            job.state = state
         log.info("job %s %s%s", job.id, final, f": {error}" if error else "")
         self._push_state(job)
 
@@ -800,9 +802,9 @@ class Server:
             with self._lock:
                 job.state = {**job.state, "stage": event.stage, "fraction": float(event.fraction),
                              "message": event.message, "eta_s": event.eta_s}
-                if stage_changed:  # persisted per stage, not per event: status reads memory
-                    job.state = self.store.update_state(job.id, **{k: job.state[k] for k in
-                                                                   ("stage", "fraction", "message")})
+            if stage_changed:  # persisted per stage, not per event (status reads memory); outside the lock
+                self.store.update_state(job.id, stage=event.stage, fraction=float(event.fraction),
+                                        message=event.message)
             if not (stage_changed or now - job.last_push >= interval):
                 return
             job.last_push = now

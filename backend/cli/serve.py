@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-frames", type=int, default=10_000, help="most motion frames per job (default 10000)")
     p.add_argument("--max-gaussians", type=int, default=2_000_000,
                    help="most Gaussians per job (default 2000000)")
+    p.add_argument("--body-model", action="append", default=[], metavar="NAME=PATH",
+                   help="offer an SMPL/SMPL-X model file to clients under NAME (repeatable; 'default' is always "
+                        "the embedded mannequin)")
     p.add_argument("--make-keys", default=None, metavar="DIR",
                    help="write server.key/.key_secret and client.key/.key_secret into DIR, then exit")
     p.set_defaults(run=run)
@@ -42,6 +45,16 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--max-message-mb: expected > 0, got {args.max_message_mb}")
     if args.max_frames < 1 or args.max_gaussians < 1:
         raise InputError("--max-frames / --max-gaussians: expected positive integers")
+    body_models = {"default": "default"}
+    for item in args.body_model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--body-model: expected NAME=PATH, got {item!r}")
+        if name == "default":
+            raise InputError("--body-model: the name 'default' is the embedded mannequin; choose another name")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--body-model {name}: model file not found: {path}")
+        body_models[name] = str(Path(path).resolve())
     settings = ServerSettings(
         endpoint=args.endpoint,
         jobs_dir=Path(args.jobs),
@@ -51,5 +64,6 @@ def run(args: argparse.Namespace) -> int:
         max_message_bytes=int(args.max_message_mb * (1 << 20)),
         max_frames=args.max_frames,
         max_gaussians=args.max_gaussians,
+        body_models=body_models,
     )
     return serve(settings)
