@@ -178,6 +178,15 @@ def load_prompt_embeds(
     return pos, neg
 
 
+def _default_offload(device: torch.device, transformer_bytes: float) -> str:
+    """``"none"`` on CPU; on CUDA ``"model"``, or ``"group"`` when the transformer alone would fill most of the
+    card (a 14B model in bf16 is 28 GB)."""
+    if device.type != "cuda":
+        return "none"
+    total = torch.cuda.get_device_properties(device).total_memory
+    return "group" if transformer_bytes > 0.6 * total else "model"
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -227,6 +236,7 @@ class WanPrior:
         self.spatial_factor = 2 ** len(cfg.temperal_downsample)
         self._latents_mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
         self._latents_std = torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self._inactive_cache: dict[tuple[int, int, int], Tensor] = {}
         if offload == "none":
             for module in self._modules():
                 module.to(self.device)
@@ -261,7 +271,8 @@ class WanPrior:
             allow_download: Download a missing repository (otherwise never).
             offload: ``"none"`` (everything on ``device``), ``"model"`` (each module on the GPU only while it
                 runs, like ``enable_model_cpu_offload``), ``"group"`` (transformer blocks streamed from CPU, for
-                14B models on small cards). Default: ``"model"`` on CUDA, ``"none"`` on CPU.
+                14B models on small cards). Default: ``"none"`` on CPU; on CUDA ``"model"``, or ``"group"``
+                when the transformer alone would take more than 60 % of the card.
             vae_tiling: Tiled VAE encode/decode (``AutoencoderKLWan.enable_tiling``); default on for CUDA.
             text_encoder: Load the tokenizer and text encoder if the folder has them. False = rely on cached or
                 given prompt embeddings.
@@ -275,8 +286,7 @@ class WanPrior:
         device = torch.device(device) if device is not None else _default_device()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise CapabilityError("device cuda was asked for but this machine has no CUDA GPU")
-        offload = offload or ("model" if device.type == "cuda" else "none")
-        if offload not in OFFLOAD_MODES:
+        if offload is not None and offload not in OFFLOAD_MODES:
             raise InputError(f"offload: expected one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
 
@@ -292,7 +302,9 @@ class WanPrior:
                 f"model {folder}: unsupported variant (VAE with {vae_config.get('z_dim')} latent channels, "
                 f"e.g. Wan2.2 TI2V-5B); supported: Wan2.1/2.2 models with the 16-channel Wan VAE"
             )
-        registry.check_runnable(folder, str(device))
+        params = registry.check_runnable(folder, str(device))
+        if offload is None:
+            offload = _default_offload(device, params * torch.finfo(dtype).bits / 8)
         two_expert = bool(index.get("transformer_2")) and index["transformer_2"][0] is not None
         boundary_ratio = index.get("boundary_ratio") if two_expert else None
         info = registry.find_model(os.fspath(path_or_repo_id))
@@ -511,8 +523,13 @@ class WanPrior:
         else:
             control = torch.zeros(1, 3, num_frames, height, width)
         # VACE mask: 1 everywhere = "generate every pixel, guided by the control video" (pose-control mode).
+        # The masked-out ("inactive") video is then all zeros: its latents depend only on the size, so they
+        # are cached across restorations.
         mask = torch.ones(num_frames, height, width)
-        inactive = self._encode_raw(control * (1.0 - mask))
+        key = (num_frames, height, width)
+        if key not in self._inactive_cache:
+            self._inactive_cache = {key: self._encode_raw(control * (1.0 - mask))}
+        inactive = self._inactive_cache[key]
         reactive = self._encode_raw(control * mask)
         video_latents = torch.cat([inactive, reactive], dim=1)
         num_latent_frames = video_latents.shape[2]
