@@ -103,3 +103,31 @@ def test_curve_allows_listed_keys_and_ignores_others(tmp_path, local_server):
     raw.close(linger=0)
     with Client(server.endpoint, curve=good, timeout_s=5) as client:  # still serving the allowed client
         assert client.hello()["server"] == "ani3dhuman"
+
+
+@pytest.mark.unit
+def test_cli_make_keys_and_option_checks(tmp_path, capsys):
+    import stat
+
+    from backend.cli import main
+
+    assert main(["serve", "--make-keys", str(tmp_path / "keys")]) == 0
+    names = sorted(p.name for p in (tmp_path / "keys").iterdir())
+    assert names == ["client.key", "client.key_secret", "server.key", "server.key_secret"]
+    assert stat.S_IMODE((tmp_path / "keys" / "server.key_secret").stat().st_mode) == 0o600
+    public, secret = zmq.auth.load_certificate(str(tmp_path / "keys" / "server.key_secret"))
+    assert len(public) == 40 and len(secret) == 40
+    capsys.readouterr()
+    for argv, needle in [
+        (["--body-model", "nameonly"], "NAME=PATH"),
+        (["--body-model", f"default={tmp_path}"], "'default'"),
+        (["--body-model", f"smplx={tmp_path / 'missing.npz'}"], "not found"),
+        (["--max-message-mb", "0"], "--max-message-mb"),
+        (["--endpoint", "tcp://0.0.0.0:1", "--curve-secret-key", str(tmp_path / "keys" / "server.key_secret")],
+         "together"),
+        (["--endpoint", "tcp://0.0.0.0:1", "--curve-secret-key", str(tmp_path / "keys" / "server.key"),
+          "--curve-allowed-clients", str(tmp_path / "keys")], "secret"),
+    ]:
+        assert main(["serve", "--jobs", str(tmp_path / "jobs"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (argv, err)
