@@ -298,3 +298,86 @@ def bone_name_for(binding: RigBinding, joint: str) -> str:
     """The rig's bone name for an SMPL-X joint name."""
     return binding.bone_names[ALL_JOINTS.index(joint)]
 
+
+
+def motion_world_transforms(motion: dict, rest_joints_body: np.ndarray, num_joints: int) -> np.ndarray:
+    """SMPL-X forward kinematics in numpy: the rest(body frame) -> posed(world) transform of each joint.
+
+    Args:
+        motion: ``root_orient [F,3]``, ``pose_body [F,63]``, optional ``pose_hand [F,90]``, ``trans [F,3]``.
+        rest_joints_body: Rest joints in the body frame, ``ALL_JOINTS`` order. [J, 3]
+        num_joints: 22 (body) or 52 (with hands).
+
+    Returns:
+        Affine transforms ``A_j`` with ``x_world = A_j x_body``. [F, J, 4, 4]
+    """
+    root = np.asarray(motion["root_orient"], dtype=np.float64)
+    frames = len(root)
+    pose = [root[:, None], np.asarray(motion["pose_body"], dtype=np.float64).reshape(frames, 21, 3)]
+    if num_joints > 22:
+        hand = motion.get("pose_hand")
+        hand = np.zeros((frames, 90)) if hand is None else np.asarray(hand, dtype=np.float64)
+        pose.append(hand.reshape(frames, 30, 3))
+    rot = convert.axis_angle_to_matrix(np.concatenate(pose, axis=1))
+    joints = np.asarray(rest_joints_body, dtype=np.float64)
+    glob = np.zeros((frames, num_joints, 4, 4))
+    for j in range(num_joints):
+        local = np.zeros((frames, 4, 4))
+        local[:, :3, :3] = rot[:, j]
+        local[:, 3, 3] = 1.0
+        parent = ALL_PARENTS[j]
+        local[:, :3, 3] = joints[j] - (joints[parent] if parent >= 0 else 0.0)
+        glob[:, j] = glob[:, parent] @ local if parent >= 0 else local
+    skin = glob.copy()
+    skin[..., :3, 3] -= np.einsum("fjab,jb->fja", glob[..., :3, :3], joints)
+    skin[..., :3, 3] += np.asarray(motion["trans"], dtype=np.float64)[:, None]
+    return skin
+
+
+def apply_motion(scene, armature_obj, motion: dict, frame_start: int, binding: RigBinding | None = None) -> int:
+    """Key a motion onto a supported rig (the inverse of ``export_motion``): quaternion rotations on every
+    mapped bone and the pelvis location, one key per frame from ``frame_start``.
+
+    The rig's rest pose must be the body's zero pose (true for Add Body and SMPL-X rigs). The armature object's
+    current world matrix is kept (it is not keyed).
+
+    Returns:
+        The number of frames keyed.
+    """
+    binding = binding or bind_rig(armature_obj)
+    frames = len(np.asarray(motion["root_orient"]))
+    bones = armature_obj.data.bones
+    k = binding.body_to_armature
+    world = np.asarray(armature_obj.matrix_world, dtype=np.float64)
+    scale = float(np.cbrt(abs(np.linalg.det(world[:3, :3]))))
+    rest_body = np.stack([k.T @ np.asarray(bones[n].head_local, dtype=np.float64) * scale
+                          for n in binding.bone_names])
+    a = motion_world_transforms(motion, rest_body, binding.num_joints)  # body -> world
+    body_from_arm = np.eye(4)
+    body_from_arm[:3, :3] = k.T * scale
+    # Armature-space skinning transform S_j = M^-1 A_j (K s) per mapped bone.  [F, J, 4, 4]
+    s_mapped = np.linalg.inv(world)[None, None] @ a @ body_from_arm[None, None]
+    joint_of = {name: j for j, name in enumerate(binding.bone_names)}
+    s_all: dict[str, np.ndarray] = {}
+    for bone in bones:  # parents come before children
+        if bone.name in joint_of:
+            s_all[bone.name] = s_mapped[:, joint_of[bone.name]]
+        elif bone.parent is not None:
+            s_all[bone.name] = s_all[bone.parent.name]  # unmapped bones keep their rest pose
+        else:
+            s_all[bone.name] = np.broadcast_to(np.eye(4), (frames, 4, 4))
+    for name in binding.bone_names:
+        bone = bones[name]
+        rest = np.asarray(bone.matrix_local, dtype=np.float64)
+        parent_s = s_all[bone.parent.name] if bone.parent is not None else np.broadcast_to(np.eye(4), (frames, 4, 4))
+        basis = np.linalg.inv(rest)[None] @ np.linalg.inv(parent_s) @ s_all[name] @ rest[None]
+        quats = convert.matrix_to_quaternion(basis[:, :3, :3])
+        pose_bone = armature_obj.pose.bones[name]
+        pose_bone.rotation_mode = "QUATERNION"
+        for i in range(frames):
+            pose_bone.rotation_quaternion = quats[i]
+            pose_bone.keyframe_insert("rotation_quaternion", frame=frame_start + i)
+            if name == binding.bone_names[0] or np.abs(basis[i, :3, 3]).max() > 1e-6:
+                pose_bone.location = basis[i, :3, 3]
+                pose_bone.keyframe_insert("location", frame=frame_start + i)
+    return frames
