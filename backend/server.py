@@ -212,11 +212,13 @@ class _AllowedKeys:
 
     def __init__(self, keys: set[bytes]):
         self.keys = frozenset(keys)
+        self._refused: set[bytes] = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
         allowed = key in self.keys
-        if not allowed:
-            log.warning("CurveZMQ: refused a client with an unknown public key")
+        if not allowed and key not in self._refused and len(self._refused) < 1000:
+            self._refused.add(key)  # once per key: a refused client keeps reconnecting
+            log.warning("CurveZMQ: refused a client with unknown public key %s", key.decode("ascii", "replace"))
         return allowed
 
 
