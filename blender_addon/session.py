@@ -431,7 +431,7 @@ def _step_download(job: Job, c: client.Client, props) -> None:
 
 
 def _step_import(job: Job, context, scene, props) -> None:
-    obj = splat_import.import_result(context, job.result_dir, job.frame_start, name=f"Ani3DHuman {job.id[:8]}")
+    obj = splat_import.import_result(context, job.result_dir, job.frame_start, name=f"Ani3DHuman {job.id}")
     job.object_name = obj.name
     job.state = "imported"
     props.result_object = obj
