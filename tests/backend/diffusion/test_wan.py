@@ -287,6 +287,16 @@ def test_model_offload_keeps_results(folders, t2v):
     offloaded = WanPrior.from_pretrained(folders["t2v"], device="cpu", offload="model")
     video = _video()
     torch.testing.assert_close(offloaded.encode(video), t2v.encode(video))
+    # 'group' (diffusers block-level group offload of the transformer) runs the same blocks.
+    grouped = WanPrior.from_pretrained(folders["t2v"], device="cpu", offload="group", text_encoder=False)
+    pos, neg = t2v.prompt_embeddings()
+    x = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    velocities = []
+    for prior in (t2v, grouped):
+        conds = prior.prepare_conditions(prompt_embeds=pos, negative_prompt_embeds=neg, num_frames=5, height=32,
+                                         width=32)
+        velocities.append(prior.velocity(conds)(x, 0.3))
+    torch.testing.assert_close(velocities[1], velocities[0])
     with pytest.raises(InputError, match="offload"):
         WanPrior.from_pretrained(folders["t2v"], device="cpu", offload="sometimes")
 
