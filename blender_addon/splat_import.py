@@ -124,22 +124,36 @@ def splat_attributes(vertices: np.ndarray, path: str = "PLY") -> dict[str, np.nd
     if missing:
         raise ResultError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
 
-    def cols(keys):
-        return np.stack([np.asarray(vertices[k], dtype=np.float64) for k in keys], axis=1)
+    dtypes = {vertices.dtype.fields[n][0] for n in names}
+    if len(dtypes) == 1 and next(iter(dtypes)).kind == "f":
+        # All properties share one float type (the 3DGS layout): one 2-D view, column slices, no copies.
+        table = vertices.view(next(iter(dtypes))).reshape(len(vertices), len(names))
+        column = {n: i for i, n in enumerate(names)}
+
+        def cols(keys):
+            idx = [column[k] for k in keys]
+            if idx == list(range(idx[0], idx[0] + len(idx))):
+                return table[:, idx[0]: idx[0] + len(idx)].astype(np.float32)
+            return table[:, idx].astype(np.float32)
+    else:
+        def cols(keys):
+            return np.stack([np.asarray(vertices[k], dtype=np.float32) for k in keys], axis=1)
 
     quats = cols(["rot_0", "rot_1", "rot_2", "rot_3"])
     norm = np.linalg.norm(quats, axis=1, keepdims=True)
-    quats = np.where(norm > 1e-12, quats / np.where(norm > 1e-12, norm, 1.0), np.array([1.0, 0, 0, 0]))
+    bad = norm[:, 0] < 1e-12
+    quats = quats / np.where(bad[:, None], 1.0, norm)
+    quats[bad] = (1.0, 0.0, 0.0, 0.0)
     scale = np.exp(cols(["scale_0", "scale_1", "scale_2"]))
-    opacity = 1.0 / (1.0 + np.exp(-np.asarray(vertices["opacity"], dtype=np.float64)))
-    rgb = 0.5 + SH_C0 * cols(["f_dc_0", "f_dc_1", "f_dc_2"])
+    opacity = 1.0 / (1.0 + np.exp(-cols(["opacity"])[:, 0]))
+    rgb = 0.5 + np.float32(SH_C0) * cols(["f_dc_0", "f_dc_1", "f_dc_2"])
     out = {
         "position": cols(["x", "y", "z"]),
         "rotation": quats,
         "scale": scale,
         "opacity": opacity,
         "radiance:base": np.concatenate([rgb, opacity[:, None]], axis=1),
-        "radius": np.maximum(RADIUS_FACTOR * scale.mean(axis=1), MIN_RADIUS),
+        "radius": np.maximum(np.float32(RADIUS_FACTOR) * scale.mean(axis=1), np.float32(MIN_RADIUS)),
     }
     rest = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
     if len(rest) % 3:
@@ -151,7 +165,7 @@ def splat_attributes(vertices: np.ndarray, path: str = "PLY") -> dict[str, np.nd
             out[f"radiance:sh_{k + 1}"] = coeffs[:, :, k]
     for label in ("part_id", "loose"):
         if label in names:
-            out[label] = np.asarray(vertices[label], dtype=np.float64)
+            out[label] = cols([label])[:, 0]
     return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in out.items()}
 
 
