@@ -1,0 +1,40 @@
+"""Plain session functions: the camera JSON contract matches Blender's own projection; the job spec built from
+the panel carries the reference frame and camera."""
+
+from __future__ import annotations
+
+import bpy
+import numpy as np
+import pytest
+from bpy_extras.object_utils import world_to_camera_view
+from mathutils import Vector
+
+from blender_addon import session
+
+pytestmark = pytest.mark.bpy
+
+
+@pytest.mark.parametrize("fit,shift,res", [("AUTO", (0.0, 0.0), (640, 480)), ("VERTICAL", (0.1, -0.05), (300, 500)),
+                                           ("HORIZONTAL", (-0.2, 0.15), (400, 400))])
+def test_camera_json_projects_like_blender(fit, shift, res):
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y = res
+    scene.render.resolution_percentage = 50
+    data = bpy.data.cameras.new("Cam")
+    data.lens, data.sensor_fit, data.shift_x, data.shift_y = 42.0, fit, *shift
+    cam = bpy.data.objects.new("Cam", data)
+    scene.collection.objects.link(cam)
+    cam.location = (0.5, -4.0, 1.5)
+    cam.rotation_euler = (1.3, 0.05, 0.2)
+    bpy.context.view_layer.update()
+    js = session.camera_json(scene, cam)
+    assert (js["width"], js["height"]) == (res[0] // 2, res[1] // 2)
+    world_from_camera = np.asarray(js["world_from_camera"])
+    rng = np.random.default_rng(0)
+    for point in rng.normal(size=(5, 3)) * 0.5 + np.array([0.0, 0.0, 1.0]):
+        ndc = world_to_camera_view(scene, cam, Vector(point))  # x right, y up, in [0, 1]
+        local = np.linalg.inv(world_from_camera) @ np.append(point, 1.0)
+        depth = -local[2]
+        u = js["fx"] * local[0] / depth + js["cx"]
+        v = -js["fy"] * local[1] / depth + js["cy"]  # pixel rows go down
+        np.testing.assert_allclose([u, v], [ndc.x * js["width"], (1 - ndc.y) * js["height"]], atol=1e-3)
