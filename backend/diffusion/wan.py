@@ -214,7 +214,6 @@ class WanPrior:
         name: str = "",
         default_cfg: float | None = None,
         offload: str = "none",
-        text_encoder_dtype: torch.dtype | None = None,
     ) -> None:
         self.kind = kind
         self.transformer = transformer
@@ -229,7 +228,6 @@ class WanPrior:
         self.name = name or (folder.name if folder is not None else "wan")
         self.default_cfg = float(default_cfg if default_cfg is not None else (5.0 if kind == "vace" else 2.0))
         self.offload = offload
-        self.text_encoder_dtype = text_encoder_dtype or dtype
         cfg = vae.config
         self.latent_channels = int(cfg.z_dim)
         self.temporal_factor = 2 ** sum(cfg.temperal_downsample)
@@ -651,9 +649,14 @@ def _load(cls, folder: Path, subfolder: str, dtype: torch.dtype) -> torch.nn.Mod
 def _load_text_encoder(folder: Path, dtype: torch.dtype):
     from transformers import AutoTokenizer, UMT5EncoderModel
 
+    import transformers
+    from packaging.version import Version
+
+    # transformers renamed ``torch_dtype`` to ``dtype`` in 4.56.
+    dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(folder / "tokenizer"))
-        encoder = UMT5EncoderModel.from_pretrained(os.fspath(folder / "text_encoder"), dtype=dtype)
+        encoder = UMT5EncoderModel.from_pretrained(os.fspath(folder / "text_encoder"), **{dtype_kw: dtype})
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise CapabilityError(f"model folder {folder}: cannot load text encoder/tokenizer: {exc}") from exc
     return tokenizer, encoder
