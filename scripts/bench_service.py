@@ -12,12 +12,13 @@ Usage: ``.venv/bin/python scripts/bench_service.py [--clients 20] [--seconds 5] 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -60,9 +61,12 @@ def start_server(jobs: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit(f"server did not start; log: {log_path.read_text()[-2000:]}")
 
 
-def poll_status(endpoint: str, job: str, stop: threading.Event, latencies: list, failures: list) -> None:
+def poll_status(endpoint: str, job: str, seconds: float) -> tuple[list, list]:
+    """One client: poll ``status`` every 10 ms for ``seconds``; returns (latencies in s, failures)."""
+    latencies, failures = [], []
     with Client(endpoint, timeout_s=2.0) as client:
-        while not stop.is_set():
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
             start = time.perf_counter()
             try:
                 client.status(job)
@@ -70,12 +74,16 @@ def poll_status(endpoint: str, job: str, stop: threading.Event, latencies: list,
             except Exception as exc:  # counted, reported
                 failures.append(repr(exc))
             time.sleep(0.01)
+    return latencies, failures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client-mode", choices=("process", "thread"), default="process",
+                        help="clients as separate processes (default) or threads of this one")
+    parser.add_argument("--skip-transfer", action="store_true", help="only the status-latency part")
     parser.add_argument("--result-mb", type=float, default=100.0)
     parser.add_argument("--result-gaussians", type=int, default=50_000)
     args = parser.parse_args()
@@ -87,31 +95,33 @@ def main() -> int:
             client = Client(endpoint, timeout_s=600)
             # the large result job first (so it is finished when we fetch it)
             frames = max(1, round(args.result_mb * 1e6 / (args.result_gaussians * BYTES_PER_GAUSSIAN)))
-            t0 = time.perf_counter()
-            big = client.submit({"motion": motion(frames, 1), "gaussians": args.result_gaussians, "seed": 0})
-            assert client.wait(big, timeout_s=1200)["state"] == "done"
-            print(f"result job: {frames} frames x {args.result_gaussians} Gaussians computed in "
-                  f"{time.perf_counter() - t0:.1f} s")
+            if not args.skip_transfer:
+                t0 = time.perf_counter()
+                big = client.submit({"motion": motion(frames, 1), "gaussians": args.result_gaussians, "seed": 0})
+                assert client.wait(big, timeout_s=1200)["state"] == "done"
+                print(f"result job: {frames} frames x {args.result_gaussians} Gaussians computed in "
+                      f"{time.perf_counter() - t0:.1f} s")
 
             # status latency while a job runs
             busy = client.submit({"motion": motion(5000, 2), "gaussians": 2000, "seed": 0})
             while client.status(busy)["state"] != "running":
                 time.sleep(0.01)
-            stop = threading.Event()
             latencies: list[float] = []
             failures: list[str] = []
-            threads = [threading.Thread(target=poll_status, args=(endpoint, busy, stop, latencies, failures))
-                       for _ in range(args.clients)]
-            for thread in threads:
-                thread.start()
-            time.sleep(args.seconds)
-            stop.set()
-            for thread in threads:
-                thread.join()
+            # separate processes, like separate Blender sessions (threads would measure our own GIL too)
+            pool = (concurrent.futures.ProcessPoolExecutor(args.clients, mp_context=multiprocessing.get_context("spawn"))
+                    if args.client_mode == "process" else concurrent.futures.ThreadPoolExecutor(args.clients))
+            with pool:
+                if args.client_mode == "process":  # start the processes before measuring
+                    list(pool.map(time.sleep, [0.0] * args.clients))
+                for lat, fail in pool.map(poll_status, [endpoint] * args.clients, [busy] * args.clients,
+                                          [args.seconds] * args.clients):
+                    latencies += lat
+                    failures += fail
             job_state = client.status(busy)["state"]
             client.cancel(busy)
             ms = np.array(latencies) * 1000
-            print(f"\nstatus polling: {args.clients} clients x {args.seconds:.0f} s while a job runs "
+            print(f"\nstatus polling: {args.clients} clients ({args.client_mode}s) x {args.seconds:.0f} s while a job runs "
                   f"(job state at the end: {job_state})")
             print(f"| requests | failures | p50 ms | p90 ms | p99 ms | max ms |")
             print(f"|---------:|---------:|-------:|-------:|-------:|-------:|")
@@ -122,7 +132,7 @@ def main() -> int:
 
             # large result transfer
             rows = []
-            for per_chunk in (frames, 8):
+            for per_chunk in () if args.skip_transfer else (frames, 8):
                 runs = []
                 for _ in range(3):
                     t0 = time.perf_counter()
@@ -130,9 +140,10 @@ def main() -> int:
                     runs.append(time.perf_counter() - t0)
                 nbytes = sum(a.nbytes for f in received.values() for a in f.values())
                 rows.append((per_chunk, nbytes, float(np.median(runs)), min(runs)))
-            print(f"\nresult transfer ({frames} frames), median of 3 (load_ply on the server + wire + decode):")
-            print("| frames per chunk | MB | median s | best s | MB/s |")
-            print("|-----------------:|---:|---------:|-------:|-----:|")
+            if rows:
+                print(f"\nresult transfer ({frames} frames), median of 3 (load_ply on the server + wire + decode):")
+                print("| frames per chunk | MB | median s | best s | MB/s |")
+                print("|-----------------:|---:|---------:|-------:|-----:|")
             for per_chunk, nbytes, median, best in rows:
                 print(f"| {per_chunk} | {nbytes / 1e6:.1f} | {median:.3f} | {best:.3f} | {nbytes / 1e6 / median:.0f} |")
             client.shutdown()
