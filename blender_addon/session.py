@@ -222,6 +222,9 @@ def build_spec(scene, props) -> tuple[dict, str | None]:
             magic = fh.read(8)
         if not (magic.startswith(b"\x89PNG") or magic.startswith(b"\xff\xd8")):
             raise SessionError(f"reference image must be a PNG or JPEG file: {image}")
+    if image is not None and props.reference_camera is None:
+        raise SessionError("a reference image needs its reference camera: pick the camera that sees the body as "
+                           "the photo does (Subject panel)")
     reference = None
     if image is not None or props.reference_camera is not None:
         if not start <= props.reference_frame <= end:

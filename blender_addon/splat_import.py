@@ -310,9 +310,13 @@ def _colour_material():
         attr = nodes.new("ShaderNodeAttribute")
         attr.attribute_type = "GEOMETRY"
         attr.attribute_name = "radiance:base"
+        # 3DGS colours are display (sRGB) values; shaders work in linear light. Gamma 2.2 ~ the sRGB curve.
+        gamma = nodes.new("ShaderNodeGamma")
+        gamma.inputs["Gamma"].default_value = 2.2
         emission = nodes.new("ShaderNodeEmission")
         output = nodes.new("ShaderNodeOutputMaterial")
-        links.new(attr.outputs["Color"], emission.inputs["Color"])
+        links.new(attr.outputs["Color"], gamma.inputs["Color"])
+        links.new(gamma.outputs["Color"], emission.inputs["Color"])
         links.new(emission.outputs["Emission"], output.inputs["Surface"])
         material.diffuse_color = (0.8, 0.7, 0.6, 1.0)
     return material

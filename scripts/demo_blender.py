@@ -42,7 +42,10 @@ def parse_args(argv):
     p.add_argument("--gaussians", type=int, default=20000)
     p.add_argument("--quality", default="preview", choices=("preview", "standard", "high"))
     p.add_argument("--prior", default="none")
-    p.add_argument("--image", default="", help="reference photo (default: the backend's default subject)")
+    p.add_argument("--image", default="", help="reference photo (default: the backend's default subject); a "
+                   "reference camera framed like the preview (front-side view of the body) is added for it")
+    p.add_argument("--reference-frame", type=int, default=None,
+                   help="scene frame whose pose matches --image (default: the middle frame, like the preview)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=384, help="preview render size in pixels")
     p.add_argument("--samples", type=int, default=16, help="Cycles samples of the preview")
@@ -140,6 +143,18 @@ def main(argv=None) -> int:
         # Animate: the operator's steps (submit, then the timer's polling function until imported).
         props.gaussians, props.quality, props.prior, props.seed = args.gaussians, args.quality, args.prior, args.seed
         props.reference_image = args.image
+        mid = 1 + frames // 2
+        if args.image:
+            import bpy as _bpy
+
+            photo = _bpy.data.images.load(str(Path(args.image).resolve()))
+            width, height = photo.size
+            scene.render.resolution_x, scene.render.resolution_y = width, height
+            scene.render.resolution_percentage = 100
+            props.reference_frame = args.reference_frame or mid
+            props.reference_camera = framing_camera(scene, body_mesh, props.reference_frame, "Reference Camera")
+            print(f"[demo-blender] reference photo {args.image} ({width}x{height}), frame {props.reference_frame}",
+                  flush=True)
         t = time.perf_counter()
         job = session.start_job(bpy.context, props, Path(prefs.results_dir))
         print(f"[demo-blender] job {job.id} submitted", flush=True)
@@ -171,7 +186,7 @@ def main(argv=None) -> int:
 
         # Preview render (Cycles, CPU): the splats at the middle frame, body mesh and rig hidden.
         t = time.perf_counter()
-        preview = render_preview(scene, splats, [body_mesh, arm], out / "preview.png", 1 + frames // 2,
+        preview = render_preview(scene, body_mesh, [body_mesh, arm], out / "preview.png", mid,
                                  args.resolution, args.samples)
         timings["render_s"] = time.perf_counter() - t
         print(f"[demo-blender] preview {preview}", flush=True)
@@ -194,27 +209,40 @@ def main(argv=None) -> int:
         blender_addon.unregister()
 
 
-def render_preview(scene, splats, hide, path: Path, frame: int, resolution: int, samples: int) -> Path:
+def framing_camera(scene, body_mesh, frame: int, name: str):
+    """A camera seeing the body (its skinned mesh at ``frame``) from the front-left, a little from above."""
     import bpy
     import numpy as np
 
     scene.frame_set(frame)
-    for obj in hide:
-        obj.hide_render = True
-    pos = np.empty(len(splats.data.points) * 3, np.float32)
-    splats.data.attributes["position"].data.foreach_get("vector", pos)
-    pos = pos.reshape(-1, 3)
+    evaluated = body_mesh.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    mesh = evaluated.to_mesh()
+    co = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", co)
+    evaluated.to_mesh_clear()
+    world = np.asarray(evaluated.matrix_world)
+    pos = co.reshape(-1, 3) @ world[:3, :3].T + world[:3, 3]
     centre = (pos.min(axis=0) + pos.max(axis=0)) / 2
     height = float(pos[:, 2].max() - pos[:, 2].min())
-    cam_data = bpy.data.cameras.new("Preview")
-    cam_data.lens = 50.0
-    cam = bpy.data.objects.new("Preview Camera", cam_data)
+    data = bpy.data.cameras.new(name)
+    data.lens = 50.0
+    cam = bpy.data.objects.new(name, data)
     scene.collection.objects.link(cam)
     distance = max(height, 0.5) * 2.2
     # The body faces -Y: look at it from the front, a little from the side and above.
     cam.location = centre + np.array([0.35 * distance, -distance, 0.15 * distance])
-    direction = centre - np.asarray(cam.location)
-    cam.rotation_euler = direction_to_euler(direction)
+    cam.rotation_euler = direction_to_euler(centre - np.asarray(cam.location))
+    bpy.context.view_layer.update()
+    return cam
+
+
+def render_preview(scene, body_mesh, hide, path: Path, frame: int, resolution: int, samples: int) -> Path:
+    """Cycles render of the splats at ``frame`` (body mesh and rig hidden) from the framing camera."""
+    import bpy
+
+    cam = framing_camera(scene, body_mesh, frame, "Preview Camera")
+    for obj in hide:
+        obj.hide_render = True
     scene.camera = cam
     world = bpy.data.worlds.new("Preview World")
     world.color = (0.05, 0.05, 0.06)
@@ -224,6 +252,7 @@ def render_preview(scene, splats, hide, path: Path, frame: int, resolution: int,
     scene.cycles.samples = samples
     scene.render.resolution_x = scene.render.resolution_y = resolution
     scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = "Standard"  # show the Gaussians' colours as they are (no AgX look)
     scene.render.image_settings.file_format = "PNG"
     scene.render.filepath = str(path)
     bpy.ops.render.render(write_still=True)

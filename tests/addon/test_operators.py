@@ -59,6 +59,11 @@ def test_animate_reports_bad_inputs(addon, tmp_path):
     props.reference_image = str(tmp_path / "notes.png")
     _expect_error(bpy.ops.ani3dhuman.animate, "must be a PNG or JPEG")
 
+    png = tmp_path / "photo.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    props.reference_image = str(png)
+    _expect_error(bpy.ops.ani3dhuman.animate, "needs its reference camera")
+
     props.reference_image = ""
     props.use_scene_range = False
     props.frame_start, props.frame_end = 5, 2
