@@ -301,6 +301,9 @@ class WanPrior:
                 f"e.g. Wan2.2 TI2V-5B); supported: Wan2.1/2.2 models with the 16-channel Wan VAE"
             )
         params = registry.check_runnable(folder, str(device))
+        if device.type != "cuda" and params > 1e9:
+            logger.warning("model %s (%.1fB parameters) on %s: expect minutes per sampler step at 480x832",
+                           folder.name, params / 1e9, device)
         if offload is None:
             offload = _default_offload(device, params * torch.finfo(dtype).bits / 8)
         two_expert = bool(index.get("transformer_2")) and index["transformer_2"][0] is not None
