@@ -875,8 +875,14 @@ def _body_model_arrays(source: str, betas: np.ndarray | None) -> tuple[dict, dic
 
 def serve(settings: ServerSettings) -> int:
     """Run the service in this thread until a shutdown request or Ctrl-C; returns an exit code."""
-    server = Server(settings)
     import signal
+    import sys
+
+    # The worker thread runs Python code between torch calls; a 1 ms GIL switch interval (default 5 ms) lets
+    # the loop thread answer status polls sooner (measured: p50 9 -> 4 ms, p99 21 -> 17 ms against a
+    # Python-bound worker). Process-wide, so only here in the dedicated server process.
+    sys.setswitchinterval(0.001)
+    server = Server(settings)
 
     def on_signal(signum: int, frame: Any) -> None:
         server.stop(timeout_s=0)
