@@ -121,7 +121,7 @@ def main() -> int:
             job_state = client.status(busy)["state"]
             client.cancel(busy)
             ms = np.array(latencies) * 1000
-            print(f"\nstatus polling: {args.clients} clients ({"processes" if args.client_mode == "process" else "threads"}) x {args.seconds:.0f} s while a job runs "
+            print(f"\nstatus polling: {args.clients} clients ({'processes' if args.client_mode == 'process' else 'threads'}) x {args.seconds:.0f} s while a job runs "
                   f"(job state at the end: {job_state})")
             print(f"| requests | failures | p50 ms | p90 ms | p99 ms | max ms |")
             print(f"|---------:|---------:|-------:|-------:|-------:|-------:|")
