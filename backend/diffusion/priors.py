@@ -72,14 +72,7 @@ class GaussianMixturePrior:
             The velocity, same shape and dtype as x.
         """
         flat, batch = self._flatten(x, "x")
-        s = self._sigma(sigma)
-        v_k = self._component_velocities(flat, s)  # [B, K, D]
-        if self.num_components == 1:
-            v = v_k[:, 0]
-        else:
-            resp = self._responsibilities_flat(flat, s)  # [B, K]
-            v = torch.einsum("bk,bkd->bd", resp, v_k)
-        return v.reshape(*batch, *self.event_shape).to(x.dtype)
+        return self._velocity_flat(flat, self._sigma(sigma)).reshape(*batch, *self.event_shape).to(x.dtype)
 
     def denoise(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Posterior mean ``E[x0 | x_σ = x] = x − σ·v``.
@@ -179,24 +172,31 @@ class GaussianMixturePrior:
             return d
         return torch.einsum("bkd,kde->bke", d, self.eigvecs)
 
-    def _component_velocities(self, flat: Tensor, s: float) -> Tensor:
+    def _velocity_flat(self, flat: Tensor, s: float) -> Tensor:
         a = 1.0 - s
         lam = self.eigvals
         coef = (s - a * lam) / (a * a * lam + s * s)  # [K, D]; denominator > 0 since λ > 0
-        if self.eigvecs is None and self.num_components == 1:
-            # The common large-D case (a diagonal Gaussian): no [B, K, D] intermediates beyond one.
-            return (coef[0] * (flat - a * self.means[0]) - self.means[0]).unsqueeze(1)
-        d = flat.unsqueeze(1) - a * self.means  # [B, K, D]
-        w = coef * self._to_eig(d)
-        if self.eigvecs is not None:
-            w = torch.einsum("kde,bke->bkd", self.eigvecs, w)
-        return w - self.means
+        if self.num_components == 1:
+            # The common cases without [B, K, D] intermediates: a diagonal Gaussian of any size, or a full
+            # covariance folded into one D×D matrix.
+            d = flat - a * self.means[0]
+            if self.eigvecs is None:
+                return coef[0] * d - self.means[0]
+            u = self.eigvecs[0]
+            return d @ (u * coef[0]) @ u.T - self.means[0]
+        z = self._to_eig(flat.unsqueeze(1) - a * self.means)  # [B, K, D], computed once for both uses
+        resp = torch.softmax(self._log_probs_from_eig(z, s) + self.log_weights, dim=-1)  # [B, K]
+        w = resp.unsqueeze(-1) * coef * z
+        back = w.sum(1) if self.eigvecs is None else torch.einsum("kde,bke->bd", self.eigvecs, w)
+        return back - resp @ self.means
 
-    def _component_log_probs(self, flat: Tensor, s: float) -> Tensor:
+    def _log_probs_from_eig(self, z: Tensor, s: float) -> Tensor:
         a = 1.0 - s
         var = a * a * self.eigvals + s * s  # [K, D]
-        z = self._to_eig(flat.unsqueeze(1) - a * self.means)  # [B, K, D]
         return -0.5 * ((z * z / var).sum(-1) + var.log().sum(-1) + self.dim * _LOG_2PI)
+
+    def _component_log_probs(self, flat: Tensor, s: float) -> Tensor:
+        return self._log_probs_from_eig(self._to_eig(flat.unsqueeze(1) - (1.0 - s) * self.means), s)
 
     def _responsibilities_flat(self, flat: Tensor, s: float) -> Tensor:
         if self.num_components == 1:
