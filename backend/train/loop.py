@@ -1,0 +1,221 @@
+"""The prior stages of ``animate`` (METHOD.md §3-§7): progressive rounds of render -> restore -> fit.
+
+Each round renders new diagonal view–time trajectories from the current layered model ("coarse"), restores
+them with the self-guided sampler and the video prior (``backend.diffusion.restore``), adds the restored
+videos to the training set and trains the residual field further; the learning-rate schedule spans all rounds
+(the paper: a round every 5k of 25k iterations). At the end the final model is rendered along every trajectory.
+
+Job folder outputs (inside the pipeline's temporary folder): ``renders/{coarse,restored,final}/<trajectory>/``
+(PNG frames + cameras.json with motion frames, and ``<trajectory>.mp4`` beside the folders) and ``field/``
+(``field.safetensors`` + ``config.json`` + ``fit.json``). Restored videos and fit checkpoints are kept in a
+hidden sibling of the job folder (``.<job>.checkpoint/``) until the job completes, so a stopped job run again
+with the same output folder and seed skips finished restorations and resumes the fit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from backend.gaussians import Gaussians
+from backend.motion.layered import LayeredMotion, layered_frame
+from backend.motion.residual import FieldConfig, ResidualField, bounds_from_points, normalized_time
+from backend.motion.skinning import skin_gaussians
+from backend.progress import StageProgress
+from backend.render.render import RenderSettings, render
+from backend.render.trajectories import ViewTimeTrajectory, diagonal_trajectory, frame_subject
+from backend.train.dataset import VideoClip, VideoDataset, read_clip, write_clip
+from backend.train.fit import FitSettings, create_fit_state, fit_field, settings_dict
+from backend.train.presets import PriorPreset, preset
+
+log = logging.getLogger(__name__)
+
+GOLDEN_ANGLE_DEG = 137.50776405
+BACKGROUND = (1.0, 1.0, 1.0)
+
+
+def trajectory_azimuths(count: int, first_deg: float = 0.0) -> list[float]:
+    """Starting azimuths of successive trajectories: the golden-angle sequence (front first), so any prefix of
+    rounds covers the subject roughly evenly."""
+    return [(first_deg + k * GOLDEN_ANGLE_DEG) % 360.0 for k in range(count)]
+
+
+def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
+    """The field of a preset, its box around the canonical Gaussians."""
+    return FieldConfig(bounds=bounds_from_points(canonical.means), spatial_resolution=p.spatial_resolution,
+                       temporal_resolution=p.temporal_resolution, features=p.features, multires=p.multires)
+
+
+def fit_settings_for(p: PriorPreset, **overrides) -> FitSettings:
+    """The fit settings of a preset (4DGaussians learning rates, checkpoints every ~10 % of the fit)."""
+    base = dict(iterations=p.iterations, background=BACKGROUND, checkpoint_every=max(p.iterations // 10, 50),
+                report_every=max(1, min(25, p.iterations // 20)))
+    base.update(overrides)
+    return FitSettings(**base)
+
+
+def render_video(canonical: Gaussians, field_: ResidualField | None, joint_transforms: Tensor,
+                 trajectory: ViewTimeTrajectory, motion_frames: Tensor, num_motion_frames: int,
+                 settings: RenderSettings) -> tuple[Tensor, Tensor, list[Gaussians]]:
+    """Render the layered model along a trajectory. Returns (rgb [F, H, W, 3], alpha [F, H, W, 1], posed sets)."""
+    rgbs, alphas, posed = [], [], []
+    device = canonical.means.device
+    with torch.no_grad():
+        for i, frame in enumerate(motion_frames.tolist()):
+            t = normalized_time(frame, num_motion_frames).item()
+            g = layered_frame(canonical, field_, joint_transforms[frame].to(device), t)
+            out = render(g, trajectory.cameras[i:i + 1].to(device), settings=settings)
+            rgbs.append(out.rgb[0].cpu())
+            alphas.append(out.alpha[0].cpu())
+            posed.append(g.detach())
+    return torch.stack(rgbs).clamp(0, 1), torch.stack(alphas), posed
+
+
+def write_stage_video(root: Path, clip: VideoClip, num_motion_frames: int, times: Tensor | None, fps: float) -> None:
+    """PNG frames + cameras.json under ``root/<clip>/`` and ``root/<clip>.mp4``."""
+    from backend.render.video import write_mp4
+
+    write_clip(root / clip.name, clip, num_motion_frames, times)
+    try:
+        write_mp4(clip.frames, root / f"{clip.name}.mp4", fps=fps)
+    except Exception as exc:  # noqa: BLE001 — the MP4 is a convenience; the PNGs are the record
+        log.warning("could not write %s.mp4: %s", clip.name, exc)
+
+
+def checkpoint_root(tmp_dir: Path) -> Path:
+    """The hidden sibling that outlives a stopped job: ``.<job>.checkpoint`` next to the job folder."""
+    match = re.fullmatch(r"\.(.+)\.tmp-\d+-\d+", tmp_dir.name)
+    name = match.group(1) if match else tmp_dir.name
+    return tmp_dir.parent / f".{name}.checkpoint"
+
+
+def _reference_image(path: str | None) -> Tensor | None:
+    if path is None:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
+
+
+def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: StageProgress, timer,
+                     warnings: list[str]) -> LayeredMotion:
+    """Progressive rounds of coarse render -> restore -> fit; returns the fitted layered motion.
+
+    Args:
+        spec: The JobSpec (``prior``: model folder or id; ``quality``: preset; ``seed``).
+        body: The body model.
+        canonical: Rest-pose Gaussians bound to the body.
+        tmp_dir: The job's temporary output folder.
+        report: The pipeline's StageProgress for this slice of the job (may raise Cancelled).
+        timer: ``timer.stage(name)`` context manager adding per-stage seconds.
+        warnings: Messages for result.json.
+
+    Returns:
+        LayeredMotion whose ``posed_frames`` the export stage calls.
+    """
+    from backend.diffusion.restore import RestoreConditions, RestoreSettings, restore
+    from backend.diffusion.wan import WanPrior
+    from backend.pipeline import pose_body
+
+    tmp_dir = Path(tmp_dir)
+    p = preset(spec.quality)
+    sink, start, end, started = report.sink, report.start, report.end, report.job_started
+    span = end - start
+
+    def sub(stage: str, a: float, b: float) -> StageProgress:
+        return StageProgress(sink, stage, start + span * a, start + span * b, started)
+
+    sub("restore", 0.0, 0.02)(0.0, f"loading video prior {spec.prior!r}")
+    with timer.stage("load prior"):
+        prior = WanPrior.from_pretrained(spec.prior)
+    device = prior.device if prior.device.type == "cuda" else torch.device("cpu")
+    num_motion = spec.motion.num_frames
+    posed_body = pose_body(spec, body)
+    joint_transforms = posed_body.joint_transforms.to(device, torch.float32)
+    canonical = canonical.to(device)
+
+    rigid_means, _ = skin_gaussians(canonical, None, joint_transforms[:: max(1, num_motion // 16)])
+    framing = frame_subject(rigid_means, width=p.width, height=p.height)
+    total_trajectories = p.rounds * p.trajectories_per_round
+    azimuths = trajectory_azimuths(total_trajectories)
+    trajectories = [diagonal_trajectory(framing, start_azimuth_deg=az, num_frames=p.video_frames,
+                                        azimuth_span_deg=p.azimuth_span_deg, width=p.width, height=p.height)
+                    for az in azimuths]
+
+    field_ = ResidualField(field_config_for(canonical, p), torch.Generator().manual_seed(spec.seed)).to(device)
+    settings = fit_settings_for(p, render_backend="auto")
+    state = create_fit_state(field_, settings, spec.seed)
+    ckpt = checkpoint_root(tmp_dir)
+    (ckpt / "videos").mkdir(parents=True, exist_ok=True)
+    render_settings = RenderSettings(background=BACKGROUND)
+    dataset = VideoDataset([], num_motion)
+    reference = _reference_image(spec.image)
+    fps = float(spec.motion.fps)
+    per_round = 1.0 / p.rounds
+
+    for r in range(p.rounds):
+        base = 0.02 + 0.93 * r * per_round
+        restore_share = 0.6 * 0.93 * per_round
+        for j in range(p.trajectories_per_round):
+            k = r * p.trajectories_per_round + j
+            traj = trajectories[k]
+            name = f"trajectory_{k:02d}"
+            frames = traj.frame_indices(num_motion)
+            cached = ckpt / "videos" / name
+            a = base + restore_share * j / p.trajectories_per_round
+            b = base + restore_share * (j + 1) / p.trajectories_per_round
+            restore_report = sub("restore", a, b)
+            with timer.stage("coarse render"):
+                coarse, _, posed = render_video(canonical, state.field, joint_transforms, traj, frames, num_motion,
+                                                render_settings)
+            coarse_clip = VideoClip(name, coarse, traj.cameras, frames)
+            write_stage_video(tmp_dir / "renders" / "coarse", coarse_clip, num_motion, traj.times, fps)
+            if (cached / "cameras.json").is_file():
+                restore_report(1.0, f"round {r + 1}/{p.rounds}: reusing restored {name}")
+                clip = read_clip(cached, num_motion)
+            else:
+                restore_report(0.0, f"round {r + 1}/{p.rounds}: restoring {name}")
+                conditions = RestoreConditions(
+                    gaussians=[g.to("cpu") for g in posed], joints=posed_body.joints[frames].float(),
+                    joint_transforms=posed_body.joint_transforms[frames].float(), joint_names=body.joint_names,
+                    reference_image=reference, prompt_cache=ckpt / "prompt_embeds.safetensors")
+                rs = RestoreSettings(steps=p.restore_steps, strength=p.restore_strength, seed=spec.seed + k)
+                with timer.stage("restore"):
+                    restored = restore(coarse, traj.cameras, conditions, rs, restore_report, prior=prior)
+                clip = VideoClip(name, restored.float().clamp(0, 1), traj.cameras, frames)
+                write_clip(cached, clip, num_motion, traj.times)
+            write_stage_video(tmp_dir / "renders" / "restored", clip, num_motion, traj.times, fps)
+            dataset.add(clip)
+        until = settings.iterations if r == p.rounds - 1 else round(settings.iterations * (r + 1) / p.rounds)
+        fit_report = sub("fit", base + restore_share, base + 0.93 * per_round)
+        fit_report(0.0, f"round {r + 1}/{p.rounds}: fitting on {len(dataset.clips)} videos")
+        with timer.stage("fit"):
+            fit_field(state, canonical, joint_transforms, dataset, settings, until=until,
+                      checkpoint_dir=ckpt / "fit", report=fit_report)
+    prior.offload_all()
+
+    final_report = sub("render", 0.95, 1.0)
+    with timer.stage("final render"):
+        for k, traj in enumerate(trajectories):
+            frames = traj.frame_indices(num_motion)
+            final, _, _ = render_video(canonical, state.field, joint_transforms, traj, frames, num_motion,
+                                       render_settings)
+            write_stage_video(tmp_dir / "renders" / "final", VideoClip(f"trajectory_{k:02d}", final, traj.cameras,
+                                                                       frames), num_motion, traj.times, fps)
+            final_report((k + 1) / len(trajectories), f"final render {k + 1}/{len(trajectories)}")
+    field_dir = state.field.save(tmp_dir / "field")
+    (field_dir / "fit.json").write_text(json.dumps({
+        "quality": spec.quality, "prior": spec.prior, "seed": spec.seed, "iterations": state.iteration,
+        "preset": asdict(p), "fit": settings_dict(settings),
+        "trajectories": [{"name": f"trajectory_{k:02d}", "start_azimuth_deg": az} for k, az in enumerate(azimuths)],
+    }, indent=2) + "\n")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return LayeredMotion(state.field.cpu())

@@ -1,0 +1,64 @@
+"""Quality presets of the prior stages: rounds, trajectories, video size, sampler steps, field size, iterations.
+
+The paper (METHOD.md §7) fits 25k iterations with a new restored trajectory every 5k (5 rounds) at 480×832,
+81 frames; ``high`` is that. ``standard`` and ``preview`` shrink every axis so a CUDA machine finishes in
+minutes (standard) or a CPU in a few minutes with a tiny model (preview).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.errors import InputError
+from backend.jobs import QUALITY_PRESETS
+
+
+@dataclass(frozen=True)
+class PriorPreset:
+    """One quality level of the prior stages.
+
+    Attributes:
+        rounds: Progressive rounds (each restores new trajectories, then trains).
+        trajectories_per_round: Diagonal trajectories restored per round.
+        iterations: Total fit iterations (split evenly over the rounds).
+        video_frames: Frames per trajectory video (4k + 1 for the Wan VAE).
+        width, height: Video size (multiples of 16; portrait like the paper's 480×832).
+        azimuth_span_deg: Azimuth covered by one trajectory.
+        restore_steps: Sampler steps of the restoration.
+        restore_strength: Sampler strength s.
+        spatial_resolution, temporal_resolution, features, multires: Field size.
+    """
+
+    rounds: int
+    trajectories_per_round: int
+    iterations: int
+    video_frames: int
+    width: int
+    height: int
+    azimuth_span_deg: float
+    restore_steps: int
+    restore_strength: float
+    spatial_resolution: int
+    temporal_resolution: int
+    features: int
+    multires: tuple[int, ...]
+
+
+PRESETS: dict[str, PriorPreset] = {
+    "preview": PriorPreset(rounds=2, trajectories_per_round=1, iterations=400, video_frames=17, width=160,
+                           height=272, azimuth_span_deg=60.0, restore_steps=4, restore_strength=0.6,
+                           spatial_resolution=32, temporal_resolution=13, features=16, multires=(1, 2)),
+    "standard": PriorPreset(rounds=3, trajectories_per_round=1, iterations=6000, video_frames=49, width=320,
+                            height=560, azimuth_span_deg=60.0, restore_steps=10, restore_strength=0.6,
+                            spatial_resolution=64, temporal_resolution=25, features=32, multires=(1, 2)),
+    "high": PriorPreset(rounds=5, trajectories_per_round=1, iterations=25000, video_frames=81, width=480,
+                        height=832, azimuth_span_deg=60.0, restore_steps=20, restore_strength=0.6,
+                        spatial_resolution=64, temporal_resolution=25, features=32, multires=(1, 2)),
+}
+
+
+def preset(quality: str) -> PriorPreset:
+    """The preset of a quality name (InputError naming the field otherwise)."""
+    if quality not in PRESETS:
+        raise InputError(f"quality: expected one of {QUALITY_PRESETS}, got {quality!r}")
+    return PRESETS[quality]
