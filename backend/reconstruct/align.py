@@ -78,7 +78,7 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
 
     def draw(scale: Tensor, translation: Tensor) -> Tensor:
         means = scale * (points - center) + center + translation
-        g = Gaussians.from_colors(means, torch.ones_like(means), scales=size * float(scale.detach()) + 0 * means[:, 0],
+        g = Gaussians.from_colors(means, torch.ones_like(means), scales=size * float(scale.detach()),
                                   opacities=0.9)
         return render(g, fv.camera, settings=rs).alpha[0, ..., 0]
 
