@@ -269,6 +269,7 @@ class Job:
     result_json: dict = field(default_factory=dict)
     object_name: str | None = None
     error: str | None = None
+    events: list = field(default_factory=list)  # (state, stage, fraction) of every progress/status seen
 
 
 _JOB: Job | None = None
@@ -318,7 +319,10 @@ def cancel_job(props) -> bool:
     return True
 
 
-def _apply(props, fields: dict) -> None:
+def _apply(props, fields: dict, job: Job | None = None) -> None:
+    if job is not None:
+        job.events.append((fields.get("state"), fields.get("stage"), fields.get("fraction")))
+        del job.events[:-1000]
     if fields.get("state"):
         props.job_state = str(fields["state"])
     if fields.get("stage"):
@@ -363,17 +367,22 @@ def poll_backend(context) -> float | None:
     return POLL_INTERVAL_S
 
 
-def _step_running(job: Job, c: client.Client, props) -> None:
+def _drain_progress(job: Job, c: client.Client, props) -> None:
     for message in c.progress(0.0):
         if message.get("job") != job.id:
             continue
-        _apply(props, message.header)
+        _apply(props, message.header, job)
         if message.get("state") in protocol.FINAL_STATES:
             job.next_status = 0.0  # confirm with a status request right away
+
+
+def _step_running(job: Job, c: client.Client, props) -> None:
+    _drain_progress(job, c, props)
     if time.monotonic() < job.next_status:
         return
     try:
         status = c.status(job.id, timeout_s=2.0)
+        _drain_progress(job, c, props)  # messages that arrived before the reply are older than it
     except client.ServiceTimeout:
         job.failures += 1
         props.message = f"backend not answering ({job.failures}/{MAX_STATUS_FAILURES})"
@@ -383,7 +392,7 @@ def _step_running(job: Job, c: client.Client, props) -> None:
         return
     job.failures = 0
     job.next_status = time.monotonic() + STATUS_INTERVAL_S
-    _apply(props, status)
+    _apply(props, status, job)
     state = status.get("state")
     if state == "done":
         job.state = "done"

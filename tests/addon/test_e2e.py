@@ -5,6 +5,7 @@ progress, imports the result and bakes it."""
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import bpy
@@ -71,8 +72,12 @@ def test_animate_import_bake_against_a_live_backend(backend, tmp_path):
     job = session.run_until_done(bpy.context, timeout_s=300,
                                  on_step=lambda j: seen.append((j.state, props.stage, props.progress)))
     assert job.state == "imported", (job.state, job.error, props.error)
-    assert any(state in ("queued", "running") for state, _, _ in seen)
-    assert len({stage for _, stage, _ in seen if stage}) >= 2  # progress stages came through
+    assert seen[-1][0] == "imported" and seen[-1][2] == 1.0
+    # Progress came through: the backend's stages, with fractions rising, before the final state.
+    stages = [stage for _, stage, _ in job.events if stage]
+    assert {"body", "reconstruct"} <= set(stages), job.events
+    fractions = [f for _, _, f in job.events if f is not None]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     obj = bpy.data.objects[job.object_name]
     assert obj.type == "POINTCLOUD" and obj[splat_import.PROP_NUM_FRAMES] == 4
     assert props.result_object == obj
@@ -115,3 +120,22 @@ def test_job_error_is_reported(backend):
     with pytest.raises(RuntimeError, match="backend rejected the job"):
         bpy.ops.ani3dhuman.animate()
     assert len(bpy.data.objects) == before
+
+
+def test_cancel_reaches_the_backend(backend):
+    from blender_addon import session
+
+    scene = bpy.context.scene
+    props = scene.ani3dhuman
+    assert bpy.ops.ani3dhuman.add_body() == {"FINISHED"}
+    scene.frame_start, scene.frame_end = 1, 120
+    props.gaussians = 300_000  # long enough (writing 120 large frames) to be cancelled while running
+    session.start_job(bpy.context, props, Path(backend.results_dir))
+    while props.job_state != "running":
+        assert session.poll_backend(bpy.context) is not None, props.error
+        time.sleep(0.05)
+    assert bpy.ops.ani3dhuman.cancel() == {"FINISHED"}
+    job = session.run_until_done(bpy.context, timeout_s=120)
+    assert job.state == "cancelled", (job.state, job.error)
+    assert props.error == "job cancelled"
+    assert not [o for o in bpy.data.objects if o.type == "POINTCLOUD"]
