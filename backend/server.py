@@ -18,10 +18,7 @@ Non-loopback endpoints need CurveZMQ: a server key pair and the allowed client p
 from __future__ import annotations
 
 import concurrent.futures
-import io
-import ipaddress
 import logging
-import os
 import platform
 import queue
 import shutil
@@ -38,9 +35,12 @@ import zmq
 
 from backend import protocol
 from backend.errors import Cancelled, CapabilityError, InputError
-from backend.jobstore import FINAL_STATES, JobStore, image_suffix
+from backend.jobstore import FINAL_STATES, JobStore
+from backend.messages import body_model_arrays, check_submit, gaussian_arrays, preview_png
 from backend.progress import ProgressEvent, ProgressFn
 from backend.protocol import Message, ProtocolError, field_value
+from backend.security import (AllowedKeys, check_endpoint, is_loopback_endpoint, load_allowed_clients,
+                              load_server_keys, make_keys)
 
 log = logging.getLogger(__name__)
 
@@ -90,136 +90,6 @@ class ServerSettings:
     devices: tuple[str, ...] | None = None
     body_models: dict = field(default_factory=lambda: {"default": "default"})
     priors: tuple[str, ...] | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Endpoint security
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True when only this machine can reach ``endpoint``: ``ipc://``, ``inproc://``, or ``tcp://`` bound to
-    127.0.0.0/8, ``::1`` or ``localhost``. Wildcards (``*``, ``0.0.0.0``), interface names and other hosts
-    are not loopback."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    if scheme != "tcp" or not rest:
-        return False
-    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
-    host = host.split(";")[-1]  # "tcp://source;dest" binds dest
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_endpoint(settings: ServerSettings) -> None:
-    """Refuse, before binding, an endpoint that would expose the service without CurveZMQ.
-
-    Raises:
-        InputError: bad endpoint scheme, or a non-loopback endpoint (or ``require_curve``) without keys.
-    """
-    scheme = settings.endpoint.partition("://")[0]
-    if scheme not in ("tcp", "ipc", "inproc") or "://" not in settings.endpoint:
-        raise InputError(f"endpoint: expected tcp://HOST:PORT, ipc://PATH or inproc://NAME, "
-                         f"got {settings.endpoint!r}")
-    keys = settings.curve_secret_key is not None and settings.curve_allowed_clients is not None
-    partial = (settings.curve_secret_key is None) != (settings.curve_allowed_clients is None)
-    if partial:
-        raise InputError("CurveZMQ: --curve-secret-key and --curve-allowed-clients must be given together")
-    if not keys and not is_loopback_endpoint(settings.endpoint):
-        raise InputError(f"endpoint {settings.endpoint} is not loopback: refusing to serve it without CurveZMQ "
-                         f"(give --curve-secret-key and --curve-allowed-clients)")
-    if not keys and settings.require_curve:
-        raise InputError("require_curve: CurveZMQ demanded but no keys given "
-                         "(--curve-secret-key and --curve-allowed-clients)")
-
-
-def load_server_keys(path: Path) -> tuple[bytes, bytes]:
-    """(public, secret) Z85 keys from a ZeroMQ certificate file.
-
-    Raises:
-        InputError: unreadable file or no secret key in it.
-    """
-    import zmq.auth
-
-    try:
-        public, secret = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"curve secret key {path}: cannot read a ZeroMQ certificate ({exc})") from None
-    if not secret:
-        raise InputError(f"curve secret key {path}: the file has no secret-key (use the .key_secret file)")
-    return public, secret
-
-
-def load_allowed_clients(path: Path) -> set[bytes]:
-    """Allowed client public keys (Z85) from a directory of certificates, one certificate, or a key list.
-
-    Raises:
-        InputError: nothing readable, or a line that is not a 40-character Z85 key.
-    """
-    import zmq.auth
-
-    path = Path(path)
-    keys: set[bytes] = set()
-    if path.is_dir():
-        for cert in sorted(path.iterdir()):
-            if cert.suffix in (".key", ".key_secret"):
-                keys.add(load_allowed_clients(cert).pop())
-    elif path.is_file():
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if "public-key" in text:
-            try:
-                keys.add(zmq.auth.load_certificate(str(path))[0])
-            except (OSError, ValueError) as exc:
-                raise InputError(f"curve allowed clients {path}: bad certificate ({exc})") from None
-        else:
-            for number, line in enumerate(text.splitlines(), 1):
-                line = line.strip()
-                if not line or line.startswith("#"):
-                    continue
-                if len(line) != 40:
-                    raise InputError(f"curve allowed clients {path}:{number}: expected a 40-character Z85 "
-                                     f"public key, got {len(line)} characters")
-                keys.add(line.encode("ascii"))
-    else:
-        raise InputError(f"curve allowed clients: {path} does not exist")
-    if not keys:
-        raise InputError(f"curve allowed clients {path}: no public keys found")
-    return keys
-
-
-def make_keys(directory: Path) -> list[Path]:
-    """Write a server and a client CurveZMQ key pair (``server.key``, ``server.key_secret``, ``client.key``,
-    ``client.key_secret``) into ``directory``; returns the paths. Secret files are readable by the owner only."""
-    import zmq.auth
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name in ("server", "client"):
-        public, secret = zmq.auth.create_certificates(str(directory), name)
-        os.chmod(secret, 0o600)
-        paths += [Path(public), Path(secret)]
-    return paths
-
-
-class _AllowedKeys:
-    """ZAP credentials provider: accepts exactly the listed client public keys."""
-
-    def __init__(self, keys: set[bytes]):
-        self.keys = frozenset(keys)
-        self._refused: set[bytes] = set()
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        allowed = key in self.keys
-        if not allowed and key not in self._refused and len(self._refused) < 1000:
-            self._refused.add(key)  # once per key: a refused client keeps reconnecting
-            log.warning("CurveZMQ: refused a client with unknown public key %s", key.decode("ascii", "replace"))
-        return allowed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -285,18 +155,6 @@ def _prior_models() -> list[dict]:
     except Exception as exc:  # a broken cache must not break hello
         log.warning("cannot list prior models: %s", exc)
         return []
-
-
-def _png(preview: np.ndarray, max_side: int = 160) -> bytes | None:
-    try:
-        from PIL import Image
-    except ImportError:
-        return None
-    image = Image.fromarray(np.ascontiguousarray(preview[..., :3], dtype=np.uint8))
-    image.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -391,7 +249,7 @@ class Server:
                 (public, secret), allowed = self._curve
                 auth = ThreadAuthenticator(ctx)
                 auth.start()
-                auth.configure_curve_callback(domain="ani3dhuman", credentials_provider=_AllowedKeys(allowed))
+                auth.configure_curve_callback(domain="ani3dhuman", credentials_provider=AllowedKeys(allowed))
                 router.curve_server = True
                 router.curve_publickey = public
                 router.curve_secretkey = secret
@@ -550,14 +408,14 @@ class Server:
         key = (name, None if betas is None else betas.astype(np.float64).tobytes())
         with self._body_lock:
             if key not in self._body_cache:
-                self._body_cache[key] = _body_model_arrays(self.settings.body_models[name], betas)
+                self._body_cache[key] = body_model_arrays(self.settings.body_models[name], betas)
                 while len(self._body_cache) > 8:
                     self._body_cache.pop(next(iter(self._body_cache)))
             fields, arrays = self._body_cache[key]
         return {"name": name, **fields}, arrays
 
     def _submit(self, message: Message, identity: bytes) -> tuple[dict, None]:
-        spec, motion, fps, image = self._check_submit(message)
+        spec, motion, fps, image = check_submit(message, self.settings, self.priors)
         with self._lock:
             unfinished = sum(1 for j in self._jobs.values() if j.state["state"] not in FINAL_STATES)
         if unfinished >= self.settings.max_queued:
@@ -576,72 +434,6 @@ class Server:
         log.info("job %s queued (%d frames, %s Gaussians)", job_id, motion["root_orient"].shape[0],
                  spec.get("gaussians"))
         return {"job": job_id, "state": "queued", "position": position}, None
-
-    def _check_submit(self, message: Message) -> tuple[dict, dict, float, bytes | None]:
-        s = self.settings
-        spec = dict(field_value(message.header, "spec", "dict"))
-        motion_fields = field_value(spec, "motion", "dict")
-        fps = field_value(motion_fields, "fps", "float", minimum=1e-3, maximum=1000)
-        extra = set(motion_fields) - {"fps"}
-        if extra:
-            raise ProtocolError(f"field 'spec.motion': only 'fps' travels in the header (arrays go in "
-                                f"motion.* buffers), got {sorted(extra)}")
-        unknown = [n for n in message.arrays if n != "image" and
-                   not (n.startswith("motion.") and n[7:] in protocol.MOTION_FIELDS)]
-        if unknown:
-            raise ProtocolError(f"arrays: unexpected {unknown}; expected motion.<{'|'.join(protocol.MOTION_FIELDS)}>"
-                                f" and image")
-        widths = {"root_orient": 3, "pose_body": 63, "pose_hand": 90, "trans": 3}
-        motion: dict[str, np.ndarray] = {}
-        frames = None
-        for name in protocol.MOTION_FIELDS:
-            array = message.arrays.get(f"motion.{name}")
-            if array is None:
-                if name == "pose_hand":
-                    continue
-                raise ProtocolError(f"array 'motion.{name}': required, missing")
-            if array.dtype.kind != "f":
-                raise ProtocolError(f"array 'motion.{name}': expected float32 or float64, got {array.dtype}")
-            if name == "betas":
-                if array.ndim != 1 or not 1 <= array.shape[0] <= 300:
-                    raise ProtocolError(f"array 'motion.betas': expected shape [S] with 1 <= S <= 300, got "
-                                        f"{list(array.shape)}")
-            else:
-                if array.ndim != 2 or array.shape[1] != widths[name]:
-                    raise ProtocolError(f"array 'motion.{name}': expected shape [F, {widths[name]}], got "
-                                        f"{list(array.shape)}")
-                if frames is None:
-                    frames = array.shape[0]
-                    if not 1 <= frames <= s.max_frames:
-                        raise ProtocolError(f"array 'motion.{name}': expected 1..{s.max_frames} frames, "
-                                            f"got {frames}")
-                elif array.shape[0] != frames:
-                    raise ProtocolError(f"array 'motion.{name}': expected {frames} frames like "
-                                        f"motion.root_orient, got {array.shape[0]}")
-            if not np.isfinite(array).all():
-                raise ProtocolError(f"array 'motion.{name}': expected finite values, found NaN or inf")
-            motion[name] = np.array(array)  # own the memory: the zmq frame goes away
-        field_value(spec, "gaussians", "int", minimum=1, maximum=s.max_gaussians)
-        if "body" in spec:  # a name the server offers, never a client-chosen server path
-            spec["body"] = s.body_models[field_value(spec, "body", "str", choices=sorted(s.body_models))]
-        if "prior" in spec:
-            field_value(spec, "prior", "str", choices=list(self.priors))
-        spec.pop("image", None)
-        if spec.get("import_gaussians") is not None:
-            raise ProtocolError("field 'spec.import_gaussians': not accepted over the wire (a server-side path); "
-                                "run `ani3dhuman animate --import-gaussians` on the server instead")
-        image = message.arrays.get("image")
-        data = None
-        if image is not None:
-            if image.dtype != np.uint8 or image.ndim != 1 or not 0 < image.shape[0] <= s.max_image_bytes:
-                raise ProtocolError(f"array 'image': expected uint8 [nbytes] with 1..{s.max_image_bytes} bytes, "
-                                    f"got {image.dtype} {list(image.shape)}")
-            data = image.tobytes()
-            if image_suffix(data) is None:
-                raise ProtocolError("array 'image': expected PNG or JPEG bytes, got another format")
-            _check_image(data)
-        spec["motion"] = {"fps": fps}
-        return spec, motion, fps, data
 
     def _status(self, message: Message, identity: bytes) -> tuple[dict, None]:
         job_id = field_value(message.header, "job", "str", minimum=1, maximum=64)
@@ -699,12 +491,12 @@ class Server:
         size = 0
         if canonical:
             g = load_ply(self.store.output_dir(job_id) / "canonical.ply")
-            for name, array in _gaussian_arrays(g, with_binding=True).items():
+            for name, array in gaussian_arrays(g, with_binding=True).items():
                 arrays[f"canonical.{name}"] = array
                 size += array.nbytes
         stop = start
         while stop < min(start + count, total):
-            frame = _gaussian_arrays(load_ply(paths[stop]))
+            frame = gaussian_arrays(load_ply(paths[stop]))
             nbytes = sum(a.nbytes for a in frame.values())
             if stop > start and size + nbytes > self.settings.max_reply_bytes:
                 break
@@ -813,7 +605,7 @@ class Server:
             png = None
             if event.preview is not None and now - job.last_preview >= 1.0:
                 job.last_preview = now
-                png = _png(event.preview)
+                png = preview_png(event.preview)
             self._push(job, {"state": "running", "stage": event.stage, "fraction": float(event.fraction),
                              "message": event.message, "eta_s": event.eta_s}, png)
 
@@ -827,50 +619,6 @@ class Server:
                 job.cancel.set()
         for worker in self._workers:
             worker.join(timeout=5.0)
-
-
-def _check_image(data: bytes) -> None:
-    try:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-    except ImportError:
-        return
-    except Exception as exc:  # PIL raises many types for corrupt files
-        raise ProtocolError(f"array 'image': not a readable PNG/JPEG ({exc})") from None
-
-
-def _gaussian_arrays(gaussians: Any, with_binding: bool = False) -> dict:
-    out = {name: getattr(gaussians, name).detach().cpu().numpy() for name in protocol.GAUSSIAN_FIELDS}
-    if with_binding:
-        for name in ("skin_weights", "part_ids", "loose"):
-            value = getattr(gaussians, name, None)
-            if value is not None:
-                out[name] = value.detach().cpu().numpy()
-    return out
-
-
-def _body_model_arrays(source: str, betas: np.ndarray | None) -> tuple[dict, dict]:
-    import torch
-
-    from backend.body import load_body_model
-
-    model = load_body_model(source)
-    with torch.no_grad():
-        b = None if betas is None else torch.as_tensor(np.array(betas), dtype=torch.float32)
-        vertices = model.rest_vertices(b)
-        joints = model.rest_joints(b)
-
-    def host(t: Any, dtype: Any) -> np.ndarray:
-        t = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-        return np.ascontiguousarray(t, dtype=dtype)
-
-    arrays = {"rest_vertices": host(vertices, np.float32), "faces": host(model.faces, np.int32),
-              "rest_joints": host(joints, np.float32), "skin_weights": host(model.skin_weights, np.float32)}
-    fields = {"parents": [int(p) for p in model.parents], "joint_names": [str(n) for n in model.joint_names],
-              "up": "Y", "units": "m"}
-    return fields, arrays
 
 
 def serve(settings: ServerSettings) -> int:

@@ -123,8 +123,8 @@ def main() -> int:
             ms = np.array(latencies) * 1000
             print(f"\nstatus polling: {args.clients} clients ({'processes' if args.client_mode == 'process' else 'threads'}) x {args.seconds:.0f} s while a job runs "
                   f"(job state at the end: {job_state})")
-            print(f"| requests | failures | p50 ms | p90 ms | p99 ms | max ms |")
-            print(f"|---------:|---------:|-------:|-------:|-------:|-------:|")
+            print("| requests | failures | p50 ms | p90 ms | p99 ms | max ms |")
+            print("|---------:|---------:|-------:|-------:|-------:|-------:|")
             print(f"| {len(ms)} | {len(failures)} | {np.percentile(ms, 50):.2f} | {np.percentile(ms, 90):.2f} | "
                   f"{np.percentile(ms, 99):.2f} | {ms.max():.2f} |")
             if failures:

@@ -11,8 +11,8 @@ import zmq.auth
 
 from backend.client import Client, CurveKeys, ServiceTimeout
 from backend.errors import InputError
-from backend.server import (ServerSettings, check_endpoint, is_loopback_endpoint, load_allowed_clients,
-                            make_keys)
+from backend.security import check_endpoint, is_loopback_endpoint, load_allowed_clients, make_keys
+from backend.server import ServerSettings
 
 from .conftest import REPO, service_env
 
