@@ -115,3 +115,21 @@ def test_console_script_entry_point(tmp_path, motion_file):
     proc = subprocess.run([sys.executable, "-m", "backend", "animate", "--motion", str(motion_file),
                            "--out", str(tmp_path / "o"), "--gaussians", "-5"], capture_output=True, text=True)
     assert proc.returncode == 2 and "gaussians" in proc.stderr
+
+
+def test_animate_with_renders_writes_previews(tmp_path, motion_file, capsys):
+    import imageio.v3 as iio
+
+    out = tmp_path / "job"
+    code, _ = run_cli(["animate", "--motion", str(motion_file), "--out", str(out), "--gaussians", "3000",
+                       "--renders"], capsys)
+    assert code == 0
+    for name in ("animation", "turntable"):
+        folder = out / "renders" / name
+        assert (folder / "video.mp4").stat().st_size > 0 and (folder / "contact_sheet.png").is_file()
+        assert json.loads((folder / "cameras.json").read_text())["frames"]
+        image = iio.imread(folder / "frame_000001.png")
+        assert image.shape == (480, 360, 3)
+        # the subject is there (not a blank frame): many pixels differ from the background
+        background = np.array([0.12, 0.13, 0.16]) * 255
+        assert (np.abs(image - background).sum(-1) > 30).mean() > 0.02
