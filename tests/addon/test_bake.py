@@ -40,6 +40,16 @@ def test_alembic_bake_round_trips_positions_and_writes_velocities(result_obj, tm
     positions = bake.alembic_positions(bpy.context, path, list(range(7, 12)))
     worst = max(float(np.abs(positions[7 + k] - truth["means"][k]).max()) for k in range(5))
     assert worst <= 1e-5, worst
+    # Velocities (m/s, forward differences x 25 fps; the last frame uses the backward difference).
+    bpy.ops.wm.alembic_import(filepath=str(path))
+    imported = next(o for o in bpy.data.objects if o.type == "MESH")
+    for k in (1, 4):
+        bpy.context.scene.frame_set(7 + k)
+        evaluated = imported.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        velocity = np.empty(len(evaluated.data.vertices) * 3, np.float32)
+        evaluated.data.attributes["velocity"].data.foreach_get("vector", velocity)
+        step = truth["means"][k + 1] - truth["means"][k] if k < 4 else truth["means"][4] - truth["means"][3]
+        np.testing.assert_allclose(velocity.reshape(-1, 3), step * 25.0, atol=1e-4)
 
 
 def test_alembic_bake_partial_range_and_errors(result_obj, tmp_path):
