@@ -96,6 +96,10 @@ class ANI3DHUMAN_PT_animate(_Panel, bpy.types.Panel):
                 layout.label(text=props.message)
         if props.error:
             layout.label(text=props.error, icon="ERROR")
+        preview = bpy.data.images.get(session.PREVIEW_IMAGE)
+        if preview is not None and running:
+            preview.preview_ensure()
+            layout.template_icon(icon_value=preview.preview.icon_id, scale=8.0)
 
 
 class ANI3DHUMAN_PT_results(_Panel, bpy.types.Panel):

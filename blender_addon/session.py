@@ -367,11 +367,41 @@ def poll_backend(context) -> float | None:
     return POLL_INTERVAL_S
 
 
+PREVIEW_IMAGE = "Ani3DHuman Preview"
+
+
+def show_preview(png: bytes):
+    """Put a progress preview (PNG bytes from the backend) into the image ``Ani3DHuman Preview``."""
+    import tempfile
+
+    import bpy
+
+    if not png.startswith(b"\x89PNG"):
+        return None
+    path = Path(tempfile.gettempdir()) / f"ani3dhuman_preview_{os.getpid()}.png"
+    path.write_bytes(png)
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(str(path))
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = str(path)
+        image.reload()
+    image.pack()  # keep it in the .blend: the temporary file is overwritten by the next preview
+    return image
+
+
 def _drain_progress(job: Job, c: client.Client, props) -> None:
     for message in c.progress(0.0):
         if message.get("job") != job.id:
             continue
         _apply(props, message.header, job)
+        png = message.arrays.get("preview_png")
+        if png is not None:
+            try:
+                show_preview(bytes(png))
+            except (OSError, RuntimeError) as exc:  # a bad preview never stops the job
+                log.warning("Ani3DHuman: preview not shown: %s", exc)
         if message.get("state") in protocol.FINAL_STATES:
             job.next_status = 0.0  # confirm with a status request right away
 

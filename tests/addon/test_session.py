@@ -38,3 +38,18 @@ def test_camera_json_projects_like_blender(fit, shift, res):
         u = js["fx"] * local[0] / depth + js["cx"]
         v = -js["fy"] * local[1] / depth + js["cy"]  # pixel rows go down
         np.testing.assert_allclose([u, v], [ndc.x * js["width"], (1 - ndc.y) * js["height"]], atol=1e-3)
+
+
+def test_preview_png_becomes_an_image(tmp_path):
+    scene = bpy.context.scene
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 8, 6, 100
+    image = bpy.data.images.new("src", 8, 6)
+    image.pixels[:] = np.tile([0.2, 0.4, 0.6, 1.0], 48)
+    image.filepath_raw = str(tmp_path / "p.png")
+    image.file_format = "PNG"
+    image.save()
+    shown = session.show_preview((tmp_path / "p.png").read_bytes())
+    assert shown.name == session.PREVIEW_IMAGE and tuple(shown.size) == (8, 6)
+    pixels = np.asarray(shown.pixels[:]).reshape(6, 8, 4)
+    np.testing.assert_allclose(pixels[0, 0], [0.2, 0.4, 0.6, 1.0], atol=0.01)
+    assert session.show_preview(b"not a png") is None
