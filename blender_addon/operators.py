@@ -44,7 +44,7 @@ def _timer_step():
 def start_polling() -> None:
     """Poll the active job from a timer (no-op in background mode, where timers never fire)."""
     if not bpy.app.background and not bpy.app.timers.is_registered(_timer_step):
-        bpy.app.timers.register(_timer_step, first_interval=session.POLL_INTERVAL_S)
+        bpy.app.timers.register(_timer_step, first_interval=session.POLL_INTERVAL_S, persistent=True)
 
 
 def _props(context):
