@@ -501,6 +501,7 @@ def _on_frame_change(scene, depsgraph=None):
 
 
 def _on_load_post(*_args):
+    """After opening a file or an undo step the data blocks are new: reload every result at its frame."""
     import bpy
 
     _LOADED.clear()
@@ -509,26 +510,31 @@ def _on_load_post(*_args):
         refresh_scene(scene)
 
 
-def _persistent():
-    from bpy.app.handlers import persistent
+def _on_undo(*_args):
+    import bpy
 
-    return persistent(_on_frame_change), persistent(_on_load_post)
+    _LOADED.clear()
+    for scene in bpy.data.scenes:
+        refresh_scene(scene)
 
 
+# (handler list name, callback); all persistent so they survive loading files.
+_HANDLER_SPECS = (("frame_change_pre", _on_frame_change), ("load_post", _on_load_post),
+                  ("undo_post", _on_undo), ("redo_post", _on_undo))
 _HANDLERS: tuple | None = None
 
 
 def register_handlers() -> None:
     import bpy
+    from bpy.app.handlers import persistent
 
     global _HANDLERS
     if _HANDLERS is None:
-        _HANDLERS = _persistent()
-    frame_handler, load_handler = _HANDLERS
-    if frame_handler not in bpy.app.handlers.frame_change_pre:
-        bpy.app.handlers.frame_change_pre.append(frame_handler)
-    if load_handler not in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.append(load_handler)
+        _HANDLERS = tuple((name, persistent(fn)) for name, fn in _HANDLER_SPECS)
+    for name, fn in _HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if fn not in handlers:
+            handlers.append(fn)
 
 
 @contextlib.contextmanager
@@ -536,7 +542,7 @@ def handlers_active():
     """Make sure the frame handler runs inside the block (exporters step frames); restores the previous state."""
     import bpy
 
-    was = _HANDLERS is not None and _HANDLERS[0] in bpy.app.handlers.frame_change_pre
+    was = _HANDLERS is not None and _HANDLERS[0][1] in bpy.app.handlers.frame_change_pre
     if not was:
         register_handlers()
     try:
@@ -551,9 +557,8 @@ def unregister_handlers() -> None:
 
     if _HANDLERS is None:
         return
-    frame_handler, load_handler = _HANDLERS
-    if frame_handler in bpy.app.handlers.frame_change_pre:
-        bpy.app.handlers.frame_change_pre.remove(frame_handler)
-    if load_handler in bpy.app.handlers.load_post:
-        bpy.app.handlers.load_post.remove(load_handler)
+    for name, fn in _HANDLERS:
+        handlers = getattr(bpy.app.handlers, name)
+        if fn in handlers:
+            handlers.remove(fn)
     _LOADED.clear()
