@@ -383,6 +383,8 @@ def import_result(context, job_dir: str | os.PathLike, frame_start: int, name: s
         cloud = obj.data
         write_attributes(cloud, first)
         cloud.materials.append(_colour_material())
+        if hasattr(cloud, "color_attributes"):  # viewers that colour by the active colour attribute use it
+            cloud.color_attributes.active = cloud.attributes["radiance:base"]
         add_pass_through_modifier(obj)
         obj[PROP_JOB] = str(job_dir)
         obj[PROP_FRAME_START] = int(frame_start)
