@@ -358,6 +358,9 @@ def poll_backend(context) -> float | None:
             _step_import(job, context, scene, props)
     except (client.ServiceError, splat_import.ResultError, OSError, ValueError) as exc:
         job.state, job.error = "failed", str(exc)
+    except Exception as exc:  # e.g. zmq.ZMQError: end the job with a message instead of a dead timer
+        log.exception("Ani3DHuman: polling job %s failed", job.id)
+        job.state, job.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
     if job.error:
         props.job_state, props.error = job.state, job.error
         props.message = job.error[:500]
