@@ -45,9 +45,12 @@ def ablation(runs: int, steps: int, seed: int) -> list[str]:
     data_nll = float(-prior.log_prob(data).mean())
 
     def row(strength: float, name: str, lam: str, fn) -> str:
-        t0 = time.process_time()
-        out = fn(flow_sigmas(steps, strength), torch.Generator().manual_seed(seed + 1))
-        ms = 1e3 * (time.process_time() - t0) / steps
+        best = float("inf")
+        for _ in range(3):  # least of three: other processes may share the CPU
+            t0 = time.process_time()
+            out = fn(flow_sigmas(steps, strength), torch.Generator().manual_seed(seed + 1))
+            best = min(best, time.process_time() - t0)
+        ms = 1e3 * best / steps
         nll = float(-prior.log_prob(out).mean()) - data_nll
         dist = float(toy.manifold_distance(out).mean())
         ident = float((toy.identity(out) == k).float().mean())
@@ -107,11 +110,8 @@ def overhead(steps: int, repeats: int, seed: int) -> list[str]:
             best = min(best, time.process_time() - t0)
         return 1e3 * best / per
 
-    lines = ["| velocity stand-in | velocity alone ms | SDE ms/step | self-guided ms/step | overhead |",
-             "|---|---|---|---|---|"]
-    half = torch.tensor(0.5)
+    lines = ["| velocity stand-in | SDE ms/step | self-guided ms/step | overhead |", "|---|---|---|---|"]
     for name, vel in (("diagonal Gaussian prior (elementwise)", gauss), ("16×16 channel-mixing linear map", linear)):
-        t_vel = cpu_ms(lambda r: vel(y, half))
         runs = {
             "sde": lambda r: sample_sde(vel, y, sig, generator=torch.Generator().manual_seed(r)),
             "sg": lambda r: sample_self_guided(vel, y, sig, mask=mask, guidance=0.3,
@@ -125,7 +125,7 @@ def overhead(steps: int, repeats: int, seed: int) -> list[str]:
                 if r:
                     best[key] = min(best[key], time.process_time() - t0)
         t_sde, t_sg = (1e3 * best[key] / steps for key in ("sde", "sg"))
-        lines.append(f"| {name} | {t_vel:.1f} | {t_sde:.1f} | {t_sg:.1f} | {100 * (t_sg - t_sde) / t_sde:+.1f}% |")
+        lines.append(f"| {name} | {t_sde:.1f} | {t_sg:.1f} | {100 * (t_sg - t_sde) / t_sde:+.1f}% |")
     x0 = torch.randn(shape, generator=g)
     t_op = cpu_ms(lambda r: x0.clone().lerp_(y, mask * 0.3)) - cpu_ms(lambda r: x0.clone())
     t_noise = cpu_ms(lambda r: torch.randn(shape, generator=g))
@@ -142,13 +142,15 @@ def main() -> int:
     parser.add_argument("--latent-steps", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-ablation", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; times are CPU times (least over repeats), so 1 measures the work itself")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), cpu; times are process CPU times\n")
-    print("\n".join(ablation(args.runs, args.steps, args.seed)))
+    if not args.skip_ablation:
+        print("\n".join(ablation(args.runs, args.steps, args.seed)))
     if not args.skip_overhead:
         print("\n**C. Guidance overhead on a Wan-sized latent** [1, 16, 21, 60, 104] (81 frames, 480×832), "
               f"{args.latent_steps} steps, least CPU time of {args.repeats}\n")

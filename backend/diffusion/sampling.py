@@ -295,7 +295,7 @@ def _stochastic(velocity: Velocity, y: Tensor, sigmas: Tensor, *, gamma: Gamma, 
                 x0 = x - s * v
                 if lam > 0.0:
                     # x0 + w·(y − x0) with w = λ_i·M, in one pass; w = 0 gives x0 exactly.
-                    x0 = torch.lerp(x0, y, mask * lam)
+                    x0 = x0.lerp_(y, mask * lam)
             if callback is not None:
                 callback(StepInfo(i, total, s, x0))
             if i == total - 1:
