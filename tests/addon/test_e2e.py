@@ -139,3 +139,29 @@ def test_cancel_reaches_the_backend(backend):
     assert job.state == "cancelled", (job.state, job.error)
     assert props.error == "job cancelled"
     assert not [o for o in bpy.data.objects if o.type == "POINTCLOUD"]
+
+
+def test_failed_job_is_reported_not_raised(backend, tmp_path):
+    """A job the pipeline refuses (the reference camera does not see the body) ends 'failed' with the backend's
+    reason in the panel; nothing is imported."""
+    from blender_addon import session
+
+    scene = bpy.context.scene
+    props = scene.ani3dhuman
+    assert bpy.ops.ani3dhuman.add_body() == {"FINISHED"}
+    scene.frame_start, scene.frame_end = 1, 2
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 64, 48, 100
+    image = bpy.data.images.new("photo", 64, 48)
+    image.pixels[:] = np.tile([0.5, 0.4, 0.3, 1.0], 64 * 48)
+    image.filepath_raw, image.file_format = str(tmp_path / "photo.png"), "PNG"
+    image.save()
+    cam = bpy.data.objects.new("Away", bpy.data.cameras.new("Away"))
+    scene.collection.objects.link(cam)
+    cam.location, cam.rotation_euler = (0.0, 5.0, 1.0), (1.5708, 0.0, 0.0)  # looks along +Y, away from the body
+    props.reference_image, props.reference_camera, props.reference_frame = str(tmp_path / "photo.png"), cam, 1
+    session.start_job(bpy.context, props, Path(backend.results_dir))
+    job = session.run_until_done(bpy.context, timeout_s=120)
+    assert job.state == "failed", (job.state, job.error)
+    assert props.error.startswith("job failed: ") and "Traceback" not in props.error
+    assert props.job_state == "failed"
+    assert not [o for o in bpy.data.objects if o.type == "POINTCLOUD"]
