@@ -142,8 +142,8 @@ def test_cancel_reaches_the_backend(backend):
 
 
 def test_failed_job_is_reported_not_raised(backend, tmp_path):
-    """A job the pipeline refuses (the reference camera does not see the body) ends 'failed' with the backend's
-    reason in the panel; nothing is imported."""
+    """A job the pipeline refuses (a flat photo with no person silhouette, a camera looking away) ends 'failed'
+    with the backend's reason in the panel; nothing is imported."""
     from blender_addon import session
 
     scene = bpy.context.scene
@@ -162,6 +162,6 @@ def test_failed_job_is_reported_not_raised(backend, tmp_path):
     session.start_job(bpy.context, props, Path(backend.results_dir))
     job = session.run_until_done(bpy.context, timeout_s=120)
     assert job.state == "failed", (job.state, job.error)
-    assert props.error.startswith("job failed: ") and "Traceback" not in props.error
+    assert props.error.startswith("job failed: image: ") and "Traceback" not in props.error
     assert props.job_state == "failed"
     assert not [o for o in bpy.data.objects if o.type == "POINTCLOUD"]
