@@ -32,8 +32,12 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_one(n: int, res: int, backend: str, device: str, repeats: int, backward: bool) -> dict:
+def run_one(n: int, res: int, backend: str, device: str, repeats: int, backward: bool,
+            threads: int | None = None) -> dict:
     import torch
+
+    if threads:
+        torch.set_num_threads(threads)
 
     from backend.render import RenderSettings, frame_subject, orbit_cameras, render
     from backend.render.scenes import body_gaussians
@@ -83,19 +87,23 @@ def main() -> int:
     parser.add_argument("--backend", default="torch", choices=("auto", "torch", "gsplat"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-backward", action="store_true", help="forward only")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config, print JSON
     args = parser.parse_args()
 
     if args.one:
         n, res = (int(v) for v in args.one.split("x"))
-        print(json.dumps(run_one(n, res, args.backend, args.device, args.repeats, not args.no_backward)))
+        print(json.dumps(run_one(n, res, args.backend, args.device, args.repeats, not args.no_backward,
+                                 args.threads)))
         return 0
 
     rows = []
     for config in args.configs:
         cmd = [sys.executable, __file__, "--one", config, "--backend", args.backend, "--device", args.device,
                "--repeats", str(args.repeats)] + (["--no-backward"] if args.no_backward else [])
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             print(f"{config}: failed\n{result.stderr}", file=sys.stderr)
