@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Set up, then run the main job on embedded defaults; results under out/demo/.
+# Set up, then run the main job on embedded defaults; results under out/demo/:
+#   out/demo/<motion>/        job folders of the built-in motions (PLY frames, renders)
+#   out/demo/blender/         the headless Blender journey: Add Body, Animate against a local backend,
+#                             import, Alembic + USD bakes, a Blender-rendered preview, the .blend
+# Extra arguments go to `ani3dhuman demo` (e.g. --gaussians 20000 --frames 24).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-exec .venv/bin/ani3dhuman demo --out out/demo "$@"
+.venv/bin/ani3dhuman demo --out out/demo "$@"
+.venv-blender/bin/python scripts/demo_blender.py --out out/demo/blender --motion out/demo/motions/walk.npz --frames 48
+echo "[demo] results under out/demo/"
