@@ -316,6 +316,9 @@ def _gradient_guided_x0(velocity: Velocity, x: Tensor, y: Tensor, s: float, mask
         v = velocity(xr, _sigma_tensor(s, y))
         _check_v(v, y, i)
         x0 = xr - s * v
+        if not v.requires_grad and s > 0.0 and i == 0:
+            log.warning("gradient_guidance: the velocity returned a tensor without grad (run under "
+                        "torch.no_grad()?), so the guidance falls back to the identity Jacobian")
         loss = 0.5 * (mask * (y - x0)).square().sum()
         (grad,) = torch.autograd.grad(loss, xr)
     return (x0.detach() - lam * grad).to(y.dtype), v.detach()

@@ -250,6 +250,14 @@ def test_gradient_guidance_equals_closed_form_when_jacobian_is_identity() -> Non
     torch.testing.assert_close(grad, closed, rtol=1e-6, atol=1e-6)
 
 
+def test_gradient_guidance_warns_when_the_velocity_is_not_differentiable(caplog) -> None:
+    y = torch.zeros(2, 3)
+    with caplog.at_level("WARNING", logger="backend.diffusion.sampling"):
+        sample_self_guided(lambda x, s: x.detach(), y, flow_sigmas(3, 0.5), mask=1.0, guidance=0.5,
+                           guidance_schedule="constant", gradient_guidance=True, generator=_gen(0))
+    assert "without grad" in caplog.text
+
+
 def test_gradient_guidance_uses_the_true_jacobian() -> None:
     # Diagonal Gaussian: x0(x) = μ + c·(x − aμ) with c = aλ/(a²λ + σ²), so one guided step is
     # x0 − λ_0·∇ = x0 + λ_0·c·M·(y − x0).
