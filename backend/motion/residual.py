@@ -64,7 +64,7 @@ class FieldConfig:
     hidden_layers: int = 1
     predict_scale: bool = False
     space: Literal["canonical", "posed"] = "canonical"
-    init_range: tuple[float, float] = (0.1, 0.5)
+    init_range: tuple[float, float] = (0.5, 1.0)
 
     def __post_init__(self) -> None:
         if len(self.bounds) != 6:

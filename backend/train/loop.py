@@ -126,7 +126,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     from backend.pipeline import pose_body
 
     tmp_dir = Path(tmp_dir)
-    p = preset(spec.quality)
+    p = preset(spec.quality, spec.extras.get("prior_preset"))
     sink, start, end, started = report.sink, report.start, report.end, report.job_started
     span = end - start
 

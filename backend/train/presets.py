@@ -7,7 +7,7 @@ minutes (standard) or a CPU in a few minutes with a tiny model (preview).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from backend.errors import InputError
 from backend.jobs import QUALITY_PRESETS
@@ -57,8 +57,32 @@ PRESETS: dict[str, PriorPreset] = {
 }
 
 
-def preset(quality: str) -> PriorPreset:
-    """The preset of a quality name (InputError naming the field otherwise)."""
+def preset(quality: str, overrides: dict | None = None) -> PriorPreset:
+    """The preset of a quality name, with optional field overrides (``JobSpec.extras["prior_preset"]``).
+
+    Raises:
+        InputError: unknown quality or override name (the message names it).
+    """
     if quality not in PRESETS:
         raise InputError(f"quality: expected one of {QUALITY_PRESETS}, got {quality!r}")
-    return PRESETS[quality]
+    chosen = PRESETS[quality]
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise InputError(f"extras.prior_preset: expected an object, got {type(overrides).__name__}")
+        unknown = sorted(set(overrides) - set(PriorPreset.__dataclass_fields__))
+        if unknown:
+            raise InputError(f"extras.prior_preset: unknown field(s) {unknown}; expected some of "
+                             f"{sorted(PriorPreset.__dataclass_fields__)}")
+        values = dict(overrides)
+        if "multires" in values:
+            values["multires"] = tuple(values["multires"])
+        chosen = replace(chosen, **values)
+    for name in ("rounds", "trajectories_per_round", "iterations", "video_frames", "width", "height",
+                 "restore_steps"):
+        value = getattr(chosen, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"prior preset {name}: expected a positive integer, got {value!r}")
+    if (chosen.video_frames - 1) % 4 or chosen.width % 16 or chosen.height % 16:
+        raise InputError(f"prior preset: video_frames must be 4k+1 and width/height multiples of 16, got "
+                         f"{chosen.video_frames} frames {chosen.width}x{chosen.height}")
+    return chosen

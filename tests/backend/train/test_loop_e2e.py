@@ -1,0 +1,99 @@
+"""The whole prior loop on CPU with a tiny random-weight Wan prior: every stage runs, outputs and progress land.
+
+Checks plumbing (render -> restore -> fit rounds -> export), not quality.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backend.errors import Cancelled
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+TINY = {"rounds": 2, "trajectories_per_round": 1, "iterations": 6, "video_frames": 5, "width": 32, "height": 48,
+        "restore_steps": 2, "spatial_resolution": 8, "temporal_resolution": 5, "features": 4, "multires": [1]}
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    from backend.diffusion.wan_random import save_random_wan
+
+    return save_random_wan(tmp_path_factory.mktemp("wan") / "tiny-t2v", arch="tiny", kind="t2v", seed=0)
+
+
+def make_spec(default_body, prior, **kw):
+    from backend.jobs import JobSpec
+    from backend.motion.builtin import builtin_motion
+
+    motion = builtin_motion("walk", default_body, frames=9)
+    return JobSpec(motion=motion, gaussians=300, seed=3, quality="preview", prior=str(prior),
+                   extras={"prior_preset": TINY}, **kw)
+
+
+def test_animate_with_prior_runs_every_stage(tmp_path, default_body, tiny_prior):
+    from backend.gaussians import load_ply
+    from backend.motion.residual import ResidualField
+    from backend.pipeline import animate
+
+    events = []
+    out = tmp_path / "job"
+    result = animate(make_spec(default_body, tiny_prior), out, events.append)
+    assert result["layered"] is True
+    for key in ("load prior", "coarse render", "restore", "fit", "final render"):
+        assert key in result["timings"], key
+    for stage in ("coarse", "restored", "final"):
+        for k in range(2):
+            clip = out / "renders" / stage / f"trajectory_{k:02d}"
+            assert len(sorted(clip.glob("frame_*.png"))) == 5, clip
+            cams = json.loads((clip / "cameras.json").read_text())
+            assert len(cams["frames"]) == 5 and len(cams["motion_frames"]) == 5
+            assert (out / "renders" / stage / f"trajectory_{k:02d}.mp4").stat().st_size > 0
+    field = ResidualField.load(out / "field")
+    fit = json.loads((out / "field" / "fit.json").read_text())
+    assert fit["iterations"] == 6 and field.config.spatial_resolution == 8
+    assert len(sorted((out / "frames").glob("frame_*.ply"))) == 9
+    assert load_ply(out / "frames" / "frame_000004.ply").num_gaussians == 300
+    stages = {e.stage for e in events}
+    assert {"restore", "fit", "render", "export", "done"} <= stages
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(e.preview is not None for e in events if e.stage == "fit")
+    # the hidden checkpoint sibling is gone once the job completed
+    assert not any(p.name.endswith(".checkpoint") for p in tmp_path.iterdir())
+
+
+def test_stopped_job_leaves_checkpoint_and_resumes(tmp_path, default_body, tiny_prior):
+    from backend.pipeline import animate
+
+    spec = make_spec(default_body, tiny_prior)
+    out = tmp_path / "job"
+
+    def stop_in_second_round(event):
+        if event.stage == "fit" and "round 2" in event.message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        animate(spec, out, stop_in_second_round)
+    assert not out.exists()
+    ckpt = tmp_path / ".job.checkpoint"
+    assert (ckpt / "videos" / "trajectory_01" / "cameras.json").is_file()
+    assert (ckpt / "fit" / "state.json").is_file()
+    events = []
+    animate(spec, out, events.append)
+    assert any("reusing restored" in e.message for e in events)
+    assert (out / "field" / "field.safetensors").is_file()
+    assert not ckpt.exists()
+
+
+def test_prior_preset_override_is_validated():
+    from backend.errors import InputError
+    from backend.train.presets import preset
+
+    assert preset("preview", {"iterations": 7}).iterations == 7
+    with pytest.raises(InputError, match="unknown field"):
+        preset("preview", {"iters": 7})
+    with pytest.raises(InputError, match="4k\\+1"):
+        preset("preview", {"video_frames": 6})
