@@ -8,6 +8,7 @@ Public API::
 
 from backend.render.cameras import Cameras, load_cameras, look_at, save_cameras
 from backend.render.render import RenderOutput, RenderSettings, render, resolve_backend
+from backend.render.sequence import render_sequence, render_turntable, write_render_folder
 from backend.render.trajectories import (
     Framing,
     ViewTimeTrajectory,
@@ -16,6 +17,7 @@ from backend.render.trajectories import (
     frame_subject,
     orbit_cameras,
 )
+from backend.render.video import contact_sheet, write_contact_sheet, write_mp4, write_png_frames
 
 __all__ = [
     "Cameras",
@@ -23,6 +25,7 @@ __all__ = [
     "RenderOutput",
     "RenderSettings",
     "ViewTimeTrajectory",
+    "contact_sheet",
     "diagonal_trajectories",
     "diagonal_trajectory",
     "frame_subject",
@@ -30,6 +33,12 @@ __all__ = [
     "look_at",
     "orbit_cameras",
     "render",
+    "render_sequence",
+    "render_turntable",
     "resolve_backend",
     "save_cameras",
+    "write_contact_sheet",
+    "write_mp4",
+    "write_png_frames",
+    "write_render_folder",
 ]

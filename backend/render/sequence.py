@@ -117,3 +117,59 @@ def write_render_folder(
     paths["contact_sheet"] = write_contact_sheet(arr, out_dir / "contact_sheet.png", max_frames=contact_frames)
     paths["video"] = write_mp4(arr, out_dir / "video.mp4", fps=fps)
     return paths
+
+
+def render_turntable(
+    frames: FrameSource,
+    out_dir: str | Path,
+    *,
+    num_frames: int | None = None,
+    width: int = 512,
+    height: int = 512,
+    turns: float = 1.0,
+    elevation_deg: float = 10.0,
+    fov_y_deg: float = 40.0,
+    fps: float = 24.0,
+    settings: RenderSettings | None = None,
+    device: torch.device | str = "cpu",
+    report: Callable[[float, str], None] | None = None,
+) -> dict[str, Path]:
+    """Render an animation while the camera circles it (frame i at azimuth ``360°·turns·i/F``) and write the
+    ``renders/<stage>/`` folder (PNGs, cameras.json, contact_sheet.png, video.mp4).
+
+    The framing covers every frame's Gaussians (sampled), so a walking subject stays in view.
+
+    Args:
+        frames: Gaussians per frame, or ``i -> Gaussians`` with ``num_frames``.
+        out_dir: Output folder.
+        num_frames: Needed when ``frames`` is a function.
+        width, height: Image size.
+        turns: Full turns over the animation.
+        elevation_deg, fov_y_deg: Camera elevation and vertical field of view.
+        fps: Video frame rate.
+        settings: Render settings (default: white background).
+        device: Device to render on.
+        report: Optional ``report(fraction, message)`` per frame.
+
+    Returns:
+        Paths by name: ``frames``, ``cameras``, ``contact_sheet``, ``video``.
+    """
+    from backend.render.trajectories import frame_subject, orbit_cameras
+
+    get = frames if callable(frames) else frames.__getitem__
+    count = num_frames if num_frames is not None else (None if callable(frames) else len(frames))
+    if count is None or count < 1:
+        raise InputError("render_turntable: expected at least one frame (pass num_frames with a function)")
+    probe = torch.linspace(0, count - 1, min(count, 8)).round().long().unique().tolist()
+    gen = torch.Generator().manual_seed(0)
+    points = []
+    for i in probe:
+        means = get(i).means.detach().cpu()
+        pick = torch.randperm(means.shape[0], generator=gen)[:20000]
+        points.append(means[pick])
+    framing = frame_subject(torch.cat(points), fov_y_deg=fov_y_deg, width=width, height=height, margin=1.05)
+    cams = orbit_cameras(framing, num_frames=count, sweep_deg=360.0 * turns, elevation_deg=elevation_deg,
+                         fov_y_deg=fov_y_deg, width=width, height=height)
+    settings = settings or RenderSettings(background=(1.0, 1.0, 1.0))
+    rgb = render_sequence(get, cams, num_frames=count, settings=settings, device=device, report=report)
+    return write_render_folder(rgb, out_dir, cameras=cams, fps=fps)

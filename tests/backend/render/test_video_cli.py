@@ -78,3 +78,16 @@ def test_cli_render_camera_count_mismatch_is_exit_2(tmp_path, capsys):
     assert main(["render", "--frames", str(job / "frames"), "--cameras", str(tmp_path / "cams.json"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "one per frame (2), got 3" in capsys.readouterr().err
+
+
+def test_render_turntable_writes_the_folder_and_turns(tmp_path):
+    from backend.render.sequence import render_turntable
+
+    g = body_gaussians(2000, generator=torch.Generator().manual_seed(1), scale_range=(0.015, 0.03))
+    paths = render_turntable([g] * 4, tmp_path / "turntable", width=40, height=56, fps=8)
+    cams = json.loads(paths["cameras"].read_text())["frames"]
+    assert len(cams) == 4 and len(sorted((tmp_path / "turntable").glob("frame_*.png"))) == 4
+    eyes = np.array([np.array(c["world_from_camera"])[:3, 3] for c in cams])
+    assert eyes[0, 1] < -0.5 and eyes[1, 0] > 0.5 and eyes[2, 1] > 0.5  # −Y, then +X, then +Y (counter-clockwise)
+    sheet = np.asarray(Image.open(paths["contact_sheet"]))
+    assert sheet.shape[0] > 56 and (sheet < 200).any()
