@@ -56,8 +56,8 @@ class RenderSettings:
             raise InputError(f"RenderSettings.near/far: expected 0 < near < far, got near={self.near}, far={self.far}")
         if self.sh_degree is not None and not 0 <= self.sh_degree <= 3:
             raise InputError(f"RenderSettings.sh_degree: expected None or 0..3, got {self.sh_degree}")
-        if self.max_pairs < 1024:
-            raise InputError(f"RenderSettings.max_pairs: expected at least 1024, got {self.max_pairs}")
+        if self.max_pairs < 64:
+            raise InputError(f"RenderSettings.max_pairs: expected at least 64, got {self.max_pairs}")
 
 
 @dataclass(frozen=True)
