@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> dict:
     view = load_reference_view(image_path, camera, body, motion, 0, warnings)
     fit_settings = fit_settings_for(args.quality)
     changes = {k: v for k, v in (("iterations", args.iterations), ("resolution", args.resolution)) if v is not None}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        changes[key] = type(getattr(fit_settings, key))(value)
     fit_settings = with_settings(fit_settings, **changes)
     started = time.perf_counter()
     rec = reconstruct_photo(view, body, None, args.gaussians, torch.Generator().manual_seed(args.seed + 1),
@@ -126,6 +129,8 @@ def main() -> None:
     p.add_argument("--truth-gaussians", type=int, default=12_000)
     p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     p.add_argument("--resolution", type=int, default=None, help="override the preset's fit resolution")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any FitSettings field, e.g. --set lr_offset=0.005")
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--motion", default="walk", choices=("walk", "twirl"))

@@ -85,19 +85,19 @@ class FitSettings:
     lr_opacity: float = 0.05
     lr_scale: float = 0.02
     lr_rotation: float = 0.01
-    lr_offset: float = 0.003
+    lr_offset: float = 0.006
     normal_outward: float = 0.15
     normal_inward: float = 0.03
     tangent: float = 0.04
     scale_min: float = 0.05
-    scale_max: float = 4.0
+    scale_max: float = 2.0
     thickness: float = 0.3
     opacity: float = 0.9
     w_silhouette: float = 1.0
     w_l1: float = 0.8
     w_ssim: float = 0.2
     w_smooth: float = 0.05
-    w_offset: float = 0.002
+    w_offset: float = 0.0005
     smooth_length: float = 0.02
     neighbours: int = 8
     loose_threshold: float = 0.03
@@ -115,7 +115,7 @@ class FitSettings:
 
 QUALITY = {
     # preview: ≤ 3 minutes on a 2-core CPU (measured in docs/reconstruct.md).
-    "preview": FitSettings(resolution=160, iterations=100, max_gaussians=12_000),
+    "preview": FitSettings(resolution=192, iterations=80, max_gaussians=12_000),
     "standard": FitSettings(resolution=256, iterations=300, max_gaussians=40_000),
     "high": FitSettings(resolution=512, iterations=1000, max_gaussians=None),
 }
