@@ -19,8 +19,8 @@ Algorithm (no Python loop over Gaussians or pixels): Gaussians are sorted by dep
 order). In each chunk the pairs below the alpha threshold or on finished pixels are dropped, the rest are
 stably sorted by pixel (so each pixel's pairs are contiguous and still in depth order), and the transmittance
 is a segmented prefix sum of ``log(1 − alpha)``. Transmittance and the "finished" flag carry over to the next
-chunk; a Gaussian whose whole box lies on finished pixels (a summed-area table test) is dropped before its
-pairs are made, which skips the hidden back of an opaque body. Everything stays in autograd.
+chunk; a Gaussian row whose whole span lies on finished pixels (a row prefix-sum test) is dropped before its
+pairs are made, which skips most of the hidden back of an opaque body. Everything stays in autograd.
 """
 
 from __future__ import annotations
@@ -232,30 +232,36 @@ def composite(
 
     with torch.no_grad():
         rows = _row_spans(means2d.detach(), conics.detach(), opacities.detach(), radii, width, height)
-        x0, x1, y0, y1 = rows.box
         counts_all = rows.pairs_per_gaussian
 
     budget = min(max_pairs, max(1 << 17, 2 * hw))
+    raw_cum = torch.cumsum(counts_all, 0)
     start = 0
     while start < m:
         with torch.no_grad():
-            counts = counts_all[start:]
+            # Look at a window of the next Gaussians (≈ 4 chunks of pairs) so each step costs O(window).
+            before = int(raw_cum[start - 1]) if start > 0 else 0
+            stop = max(int(torch.searchsorted(raw_cum, before + 4 * budget, right=True)), start + 1)
+            r0, r1 = int(rows.first_row[start]), int(rows.first_row[stop])
+            span = rows.span[r0:r1]
             if start > 0 and bool(done.any()):
-                # Summed-area table of unfinished pixels: a box with none left cannot contribute.
-                open_px = torch.zeros(height + 1, width + 1, dtype=torch.int32, device=device)
-                open_px[1:, 1:] = (~done).view(height, width).to(torch.int32).cumsum(0).cumsum(1)
-                a0, a1, b0, b1 = y0[start:], y1[start:], x0[start:], x1[start:]
-                flat, stride = open_px.view(-1), width + 1
-                open_in_box = (_take(flat, a1 * stride + b1) - _take(flat, a0 * stride + b1)
-                               - _take(flat, a1 * stride + b0) + _take(flat, a0 * stride + b0))
-                counts = torch.where(open_in_box > 0, counts, torch.zeros_like(counts))
+                # Row prefix sums of unfinished pixels: a span with none left cannot contribute.
+                open_px = torch.zeros(height, width + 1, dtype=torch.int32, device=device)
+                open_px[:, 1:] = (~done).view(height, width).to(torch.int32).cumsum(1)
+                flat = open_px.view(-1)
+                base = rows.y[r0:r1] * (width + 1)
+                lo = rows.x_first[r0:r1].clamp(0, width)
+                hi = (lo + span).clamp(max=width)
+                span = torch.where(_take(flat, base + hi) > _take(flat, base + lo), span, torch.zeros_like(span))
+            counts = torch.zeros(stop - start, dtype=torch.long, device=device).index_add_(
+                0, rows.gaussian[r0:r1] - start, span)
             cum = torch.cumsum(counts, 0)
             n = max(int(torch.searchsorted(cum, budget, right=True)), 1)
-            live = counts[:n] > 0
             total = int(cum[n - 1])
         if total > 0:
+            span = span[: int(rows.first_row[start + n]) - r0]
             acc, log_t, done = _composite_chunk(
-                rows, start, start + n, live, means2d, conics, opacities, features, width, acc, log_t, done)
+                rows, r0, span, total, means2d, conics, opacities, features, width, acc, log_t, done)
         start += n
     alpha = (1.0 - torch.exp(log_t)).to(features.dtype)
     return acc, alpha
@@ -265,7 +271,6 @@ def composite(
 class _Rows:
     """Per (Gaussian, image row) spans of pixels that can reach alpha ≥ 1/255, grouped by Gaussian."""
 
-    box: tuple[Tensor, Tensor, Tensor, Tensor]  # x0, x1, y0, y1 per Gaussian (exclusive ends) [M] each
     gaussian: Tensor  # Gaussian of each row [R]
     y: Tensor  # image row [R]
     x_first: Tensor  # first pixel of the span [R]
@@ -305,15 +310,15 @@ def _row_spans(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor
     last = torch.minimum(torch.floor(mx_g - dx_lo - 0.5).long(), _take(x1, g) - 1)
     span = torch.where(disc >= 0, (last - first + 1).clamp_min(0), torch.zeros_like(first))
     per_gaussian = torch.zeros(rows_per.shape[0], dtype=torch.long, device=device).index_add_(0, g, span)
-    return _Rows(box=(x0, x1, y0, y1), gaussian=g, y=y, x_first=first, span=span, first_row=first_row,
+    return _Rows(gaussian=g, y=y, x_first=first, span=span, first_row=first_row,
                  pairs_per_gaussian=per_gaussian)
 
 
 def _composite_chunk(
     rows: _Rows,
-    start: int,
-    stop: int,
-    live: Tensor,
+    r0: int,
+    span: Tensor,
+    total: int,
     means2d: Tensor,
     conics: Tensor,
     opacities: Tensor,
@@ -323,18 +328,17 @@ def _composite_chunk(
     log_t: Tensor,
     done: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Composite Gaussians ``start .. stop`` (those with ``live`` set) onto the running accumulators."""
+    """Composite the rows ``r0 .. r0 + len(span)`` (with their live spans, ``total`` pixels) onto the running
+    accumulators."""
     device = means2d.device
-    r0, r1 = int(rows.first_row[start]), int(rows.first_row[stop])
+    r1 = r0 + span.shape[0]
     with torch.no_grad():
         row_g = rows.gaussian[r0:r1]
-        span = rows.span[r0:r1] * _take(live, row_g - start)
         keep_rows = (span > 0).nonzero().squeeze(1)
         row_g, span = _take(row_g, keep_rows), _take(span, keep_rows)
         row_y = _take(rows.y[r0:r1], keep_rows)
         row_x = _take(rows.x_first[r0:r1], keep_rows)
         starts = torch.cumsum(span, 0) - span
-        total = int(starts[-1] + span[-1])
         r = torch.repeat_interleave(torch.arange(span.shape[0], device=device), span, output_size=total)
         local = torch.arange(total, device=device) - _take(starts, r)  # position within the row's span
         pix = _take(row_y * width + row_x, r) + local
