@@ -363,10 +363,11 @@ def _composite_chunk(
         pix, order = torch.sort(_take(pix, keep_idx), stable=True)
         sel = _take(keep_idx, order)
         g = _take(row_g, _take(r, sel))
-        seg_pix, seg_len = torch.unique_consecutive(pix, return_counts=True)
-        seg_first = torch.cumsum(seg_len, 0) - seg_len
-        seg_of_pair = torch.repeat_interleave(torch.arange(seg_pix.shape[0], device=device), seg_len,
-                                              output_size=pix.shape[0])
+        # Runs of equal pixels: first pair of each run, and each pair's run number.
+        new_run = torch.ones_like(pix, dtype=torch.bool)
+        new_run[1:] = pix[1:] != pix[:-1]
+        seg_first = new_run.nonzero().squeeze(1)
+        seg_of_pair = torch.cumsum(new_run, 0) - 1
 
     alpha = torch.clamp(_take(alpha_all, sel), max=ALPHA_MAX)
     log1m = torch.log1p(-alpha.to(log_t.dtype))

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "gsplat", "torch"]
 
+_ANNOUNCED: set[tuple[str, str, str]] = set()
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -145,6 +147,9 @@ def render(
             f"RenderSettings.sh_degree: {degree} needs {(degree + 1) ** 2} SH coefficients, "
             f"the Gaussians have {gaussians.sh.shape[1]}")
     backend = resolve_backend(settings.backend, device)
+    if (settings.backend, device.type, backend) not in _ANNOUNCED:  # say once which backend "auto" picked
+        _ANNOUNCED.add((settings.backend, device.type, backend))
+        log.info("render: backend %r on %s -> %s", settings.backend, device.type, backend)
     log.debug("render: %d Gaussians, %d cameras %dx%d, backend %s", n, len(cameras), cameras.width,
               cameras.height, backend)
 
