@@ -27,7 +27,7 @@ _CV_FROM_BLENDER_CAMERA = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=
 _INTRINSIC_FIELDS = ("fx", "fy", "cx", "cy")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class Cameras:
     """A batch of C pinhole cameras that share one image size.
 

@@ -99,7 +99,7 @@ def eval_sh(sh: Tensor, dirs: Tensor, degree: int) -> Tensor:
             + SH_C3[6] * x * (xx - 3 * yy) * sh[:, 15])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class Projected:
     """Visible Gaussians of one camera after EWA projection (M of the N survive culling).
 
@@ -267,7 +267,7 @@ def composite(
     return acc, alpha
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class _Rows:
     """Per (Gaussian, image row) spans of pixels that can reach alpha ≥ 1/255, grouped by Gaussian."""
 

@@ -62,7 +62,7 @@ class RenderSettings:
             raise InputError(f"RenderSettings.max_pairs: expected at least 64, got {self.max_pairs}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class RenderOutput:
     """Rendered images for C cameras.
 

@@ -21,7 +21,7 @@ from backend.errors import InputError
 from backend.render.cameras import Cameras, look_at
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class Framing:
     """Where to look and from how far so that a subject fills the frame from every azimuth.
 
@@ -34,7 +34,7 @@ class Framing:
     distance: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class ViewTimeTrajectory:
     """Cameras paired with animation times.
 
