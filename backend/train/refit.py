@@ -1,0 +1,144 @@
+"""Fit the residual field of an existing job folder to given videos (``ani3dhuman fit``), no prior involved.
+
+Reads the job's ``canonical.ply`` (with its skin binding), its motion (``motion.npz`` in the job folder, or a
+motion file given explicitly) and body, fits a new field to the videos (the layout of ``backend.train.dataset``)
+and writes a job folder with ``field/`` and re-exported ``frames/`` — a new one at ``out_dir``, or the given
+one replaced atomically (temporary sibling + rename). Fit checkpoints live in ``.<out>.checkpoint/`` beside the
+output until it completes, so a stopped fit run again with the same arguments resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from backend.body import load_body_model
+from backend.errors import InputError
+from backend.gaussians import load_ply, save_ply
+from backend.jobs import atomic_directory, frame_filename, read_result, write_json
+from backend.motion.layered import LayeredMotion
+from backend.motion.motion import Motion, load_motion
+from backend.motion.residual import FieldConfig, ResidualField
+from backend.progress import ProgressFn, StageProgress, no_progress
+from backend.train.dataset import load_videos
+from backend.train.fit import FitSettings, create_fit_state, fit_field, settings_dict
+from backend.train.loop import field_config_for, fit_settings_for
+from backend.train.presets import preset
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_CHUNK = 32
+MOTION_NAME = "motion.npz"
+
+
+def _job_motion(job_dir: Path, motion_path: str | os.PathLike | None) -> Motion:
+    path = Path(motion_path) if motion_path is not None else job_dir / MOTION_NAME
+    if not path.is_file():
+        raise InputError(f"motion: {path} not found; this job folder has no {MOTION_NAME}, pass --motion FILE "
+                         f"(the motion the job was animated with)")
+    return load_motion(path)
+
+
+def fit_job_folder(
+    job_dir: str | os.PathLike,
+    videos_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    motion_path: str | os.PathLike | None = None,
+    iterations: int | None = None,
+    settings: FitSettings | None = None,
+    field_config: FieldConfig | None = None,
+    seed: int | None = None,
+    progress: ProgressFn = no_progress,
+) -> dict:
+    """Fit a field for ``job_dir`` to ``videos_dir`` and write the updated job folder.
+
+    Args:
+        job_dir: A finished job folder (result.json, canonical.ply with skin binding).
+        videos_dir: Clip folders (PNG frames + cameras.json with motion frames, optional masks).
+        out_dir: Where the updated job goes; None = replace ``job_dir`` atomically.
+        motion_path: The job's motion when the folder has no ``motion.npz``.
+        iterations: Fit iterations (default: the job's quality preset).
+        settings: Full FitSettings (overrides ``iterations`` and the preset's).
+        field_config: Field shape (default: the job's quality preset, box around the canonical Gaussians).
+        seed: Seed of the fit (default: the job's).
+        progress: Progress callback (stage "fit", then "export"); may raise Cancelled.
+
+    Returns:
+        The new result.json content.
+    """
+    job_dir = Path(job_dir)
+    out_dir = Path(out_dir) if out_dir is not None else job_dir
+    started = time.monotonic()
+    result = read_result(job_dir)
+    canonical = load_ply(job_dir / "canonical.ply")
+    if canonical.skin_weights is None:
+        raise InputError(f"job: {job_dir / 'canonical.ply'} carries no skin weights (not a job canonical)")
+    motion = _job_motion(job_dir, motion_path)
+    if "frames" in result and int(result["frames"]) != motion.num_frames:
+        raise InputError(f"motion: the job has {result['frames']} frames, the motion {motion.num_frames}")
+    body = load_body_model(result.get("body", "default"))
+    if canonical.skin_weights.shape[1] != body.num_joints:
+        raise InputError(f"job: canonical.ply is bound to {canonical.skin_weights.shape[1]} joints, the body "
+                         f"'{result.get('body', 'default')}' has {body.num_joints}")
+    dataset = load_videos(videos_dir, motion.num_frames)
+    quality = result.get("quality", "preview")
+    p = preset(quality)
+    if settings is None:
+        settings = fit_settings_for(p, **({"iterations": iterations} if iterations is not None else {}))
+    config = field_config or field_config_for(canonical, p)
+    seed = int(result.get("seed", 0) if seed is None else seed)
+
+    as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    with torch.no_grad():
+        posed = body(as_t(motion.betas), as_t(motion.root_orient), as_t(motion.pose_body), as_t(motion.trans),
+                     as_t(motion.pose_hand))
+    joint_transforms = posed.joint_transforms.float()
+
+    timings: dict[str, float] = {}
+    ckpt = out_dir.parent / f".{out_dir.name}.checkpoint"
+    field_ = ResidualField(config, torch.Generator().manual_seed(seed))
+    state = create_fit_state(field_, settings, seed)
+    t0 = time.perf_counter()
+    fit_field(state, canonical, joint_transforms, dataset, settings, checkpoint_dir=ckpt,
+              report=StageProgress(progress, "fit", 0.0, 0.85, started))
+    timings["fit"] = round(time.perf_counter() - t0, 4)
+
+    layered = LayeredMotion(state.field)
+    report = StageProgress(progress, "export", 0.85, 1.0, started)
+    t0 = time.perf_counter()
+    with atomic_directory(out_dir) as tmp:
+        for entry in job_dir.iterdir():
+            if entry.name in ("frames", "field", "result.json"):
+                continue
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
+        if not (tmp / MOTION_NAME).exists():
+            motion.save(tmp / MOTION_NAME)
+        state.field.save(tmp / "field")
+        (tmp / "field" / "fit.json").write_text(json.dumps({
+            "videos": str(Path(videos_dir).resolve()), "clips": [c.name for c in dataset.clips],
+            "frames": len(dataset), "seed": seed, "iterations": state.iteration, "fit": settings_dict(settings),
+            "field": asdict(config)}, indent=2) + "\n")
+        (tmp / "frames").mkdir()
+        n = motion.num_frames
+        for start in range(0, n, FRAMES_PER_CHUNK):
+            chunk = slice(start, min(start + FRAMES_PER_CHUNK, n))
+            for offset, frame in enumerate(layered.posed_frames(canonical, joint_transforms[chunk], chunk, n)):
+                save_ply(frame, tmp / "frames" / frame_filename(start + offset), binding=False)
+            report(chunk.stop / n, f"frame {chunk.stop}/{n}")
+        timings["export"] = round(time.perf_counter() - t0, 4)
+        new_result = dict(result)
+        new_result["layered"] = True
+        new_result["timings"] = {**result.get("timings", {}), **{f"refit {k}": v for k, v in timings.items()}}
+        new_result["fit"] = {"videos": str(Path(videos_dir).resolve()), "iterations": state.iteration}
+        write_json(tmp / "result.json", new_result)
+    shutil.rmtree(ckpt, ignore_errors=True)
+    StageProgress(progress, "done", 1.0, 1.0, started)(1.0, f"fitted on {len(dataset)} frames")
+    return new_result

@@ -1,0 +1,167 @@
+"""Fit loop pieces: dataset layout round trip, losses, learning-rate decay, checkpoints, stop/resume equality."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from backend.errors import Cancelled, InputError
+from backend.train.dataset import VideoClip, load_videos, read_clip, write_clip
+from backend.train.fit import (
+    FitSettings,
+    create_fit_state,
+    fit_field,
+    learning_rate,
+    load_checkpoint,
+    save_checkpoint,
+)
+from backend.train.losses import dssim_loss, ssim, stillness_weights
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(default_body):
+    from backend.train.recovery import RecoverySettings, build_recovery_scene
+
+    return build_recovery_scene(RecoverySettings(body_gaussians=300, skirt_gaussians=200, motion_frames=9,
+                                                 trajectories=2, width=32, height=48, held_out_views=2),
+                                body=default_body)
+
+
+def tiny_field(scene, seed=0):
+    from backend.motion.residual import ResidualField
+    from backend.train.recovery import recovery_field_config
+
+    config = recovery_field_config(scene, spatial_resolution=6, temporal_resolution=5, features=4, hidden=16)
+    return ResidualField(config, torch.Generator().manual_seed(seed))
+
+
+def tiny_settings(**kw):
+    from backend.train.recovery import recovery_fit_settings
+
+    base = dict(iterations=12, report_every=1)
+    base.update(kw)
+    return recovery_fit_settings(**base)
+
+
+@pytest.mark.unit
+def test_dataset_roundtrip(tmp_path, tiny_scene):
+    clip = tiny_scene.dataset.clips[0]
+    write_clip(tmp_path / "videos" / clip.name, clip, 9, times=torch.linspace(-1, 1, clip.num_frames))
+    back = read_clip(tmp_path / "videos" / clip.name, 9)
+    assert back.name == clip.name and torch.equal(back.motion_frames, clip.motion_frames)
+    assert (back.frames - clip.frames).abs().max() <= 0.5 / 255 + 1e-6
+    assert (back.masks - clip.masks).abs().max() <= 0.5 / 255 + 1e-6
+    assert torch.allclose(back.cameras.world_from_camera, clip.cameras.world_from_camera, atol=1e-6)
+    dataset = load_videos(tmp_path / "videos", 9)
+    assert len(dataset) == clip.num_frames and dataset.has_masks
+
+
+@pytest.mark.unit
+def test_dataset_errors_name_the_field(tmp_path, tiny_scene):
+    clip = tiny_scene.dataset.clips[0]
+    folder = write_clip(tmp_path / "c", clip, 9)
+    with pytest.raises(InputError, match="num_motion_frames"):
+        read_clip(folder, 10)
+    data = json.loads((folder / "cameras.json").read_text())
+    data["motion_frames"] = data["motion_frames"][:-1]
+    (folder / "cameras.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="motion_frames"):
+        read_clip(folder, 9)
+    (folder / "frame_000000.png").unlink()
+    with pytest.raises(InputError, match="frame_"):
+        read_clip(folder, 9)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no clip folders"):
+        load_videos(tmp_path / "empty", 9)
+    with pytest.raises(InputError, match="cameras"):
+        VideoClip("x", clip.frames, clip.cameras[:2], clip.motion_frames)
+
+
+@pytest.mark.unit
+def test_even_motion_frames_without_mapping(tmp_path, tiny_scene):
+    clip = tiny_scene.dataset.clips[0]
+    folder = write_clip(tmp_path / "c", clip, 9)
+    data = json.loads((folder / "cameras.json").read_text())
+    del data["motion_frames"], data["num_motion_frames"]
+    (folder / "cameras.json").write_text(json.dumps(data))
+    assert read_clip(folder, 9).motion_frames.tolist() == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.unit
+def test_losses():
+    img = torch.rand(1, 20, 24, 3, generator=torch.Generator().manual_seed(0))
+    assert float(ssim(img, img)) == pytest.approx(1.0, abs=1e-5)
+    assert float(dssim_loss(img, img)) == pytest.approx(0.0, abs=1e-5)
+    assert float(dssim_loss(img, 1 - img)) > 0.3
+
+
+@pytest.mark.unit
+def test_stillness_weights(tiny_scene):
+    from backend.body.parts import identity_critical
+
+    g = tiny_scene.canonical
+    w = stillness_weights(g, 5.0, 0.1)
+    assert bool((w[g.loose] == 0).all())
+    crit = identity_critical(g.part_ids) & ~g.loose
+    assert bool((w[crit] == 5.0).all()) and bool((w[~crit & ~g.loose] == 0.1).all())
+
+
+@pytest.mark.unit
+def test_learning_rate_decay():
+    assert learning_rate(1.6e-3, 1.6e-5, 0, 100) == pytest.approx(1.6e-3)
+    assert learning_rate(1.6e-3, 1.6e-5, 50, 100) == pytest.approx(1.6e-4)
+    assert learning_rate(1.6e-3, 1.6e-5, 100, 100) == pytest.approx(1.6e-5)
+    assert learning_rate(1.6e-3, 1.6e-5, 200, 100) == pytest.approx(1.6e-5)
+    with pytest.raises(InputError, match="iterations"):
+        FitSettings(iterations=0)
+
+
+def test_fit_reduces_loss_and_moves_only_what_it_may(tiny_scene):
+    field = tiny_field(tiny_scene)
+    settings = tiny_settings(iterations=30)
+    state = create_fit_state(field, settings, seed=1)
+    history = fit_field(state, tiny_scene.canonical, tiny_scene.joint_transforms, tiny_scene.dataset, settings)
+    assert len(history) == 30 and state.iteration == 30
+    assert state.optimizer.param_groups[0]["lr"] < settings.grid_lr[0]  # decayed
+    assert sum(h.l1 for h in history[-5:]) < sum(h.l1 for h in history[:5])
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path, tiny_scene):
+    settings = tiny_settings(iterations=12, checkpoint_every=5)
+    scene = tiny_scene
+
+    straight = create_fit_state(tiny_field(scene), settings, seed=7)
+    fit_field(straight, scene.canonical, scene.joint_transforms, scene.dataset, settings)
+
+    def stop_at_8(fraction, message, preview=None):
+        if "iteration 8/" in message:
+            raise Cancelled()
+
+    first = create_fit_state(tiny_field(scene), settings, seed=7)
+    with pytest.raises(Cancelled):
+        fit_field(first, scene.canonical, scene.joint_transforms, scene.dataset, settings,
+                  checkpoint_dir=tmp_path / "ckpt", report=stop_at_8)
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["iteration"] == 8
+
+    resumed = create_fit_state(tiny_field(scene), settings, seed=7)  # a fresh process: nothing in memory
+    fit_field(resumed, scene.canonical, scene.joint_transforms, scene.dataset, settings,
+              checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.iteration == 12
+    for (name, a), (_, b) in zip(straight.field.state_dict().items(), resumed.field.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.unit
+def test_checkpoint_roundtrip_restores_optimizer_and_generator(tmp_path, tiny_scene):
+    settings = tiny_settings(iterations=4)
+    state = create_fit_state(tiny_field(tiny_scene), settings, seed=2)
+    fit_field(state, tiny_scene.canonical, tiny_scene.joint_transforms, tiny_scene.dataset, settings)
+    save_checkpoint(tmp_path / "ck", state)
+    other = load_checkpoint(tmp_path / "ck", create_fit_state(tiny_field(tiny_scene), settings, seed=99))
+    assert other.iteration == 4
+    assert torch.equal(other.generator.get_state(), state.generator.get_state())
+    sa, sb = state.optimizer.state_dict(), other.optimizer.state_dict()
+    for k in sa["state"]:
+        assert torch.equal(sa["state"][k]["exp_avg_sq"], sb["state"][k]["exp_avg_sq"])
