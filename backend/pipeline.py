@@ -119,6 +119,7 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             if canonical.skin_weights is None or canonical.skin_weights.shape[1] != body.num_joints:
                 raise InputError("canonical Gaussians are not bound to this body's joints")
             save_ply(canonical, tmp / "canonical.ply")
+            spec.motion.save(tmp / "motion.npz")  # lets `ani3dhuman fit` refit this job later
         report(1.0, f"{canonical.num_gaussians} canonical Gaussians")
 
         residual = None
