@@ -188,8 +188,7 @@ def project_gaussians(
 
 # ---- compositing -------------------------------------------------------------------------------------------
 def _scan_dtype(device: torch.device) -> torch.dtype:
-    # The segmented prefix sum subtracts running totals over millions of pairs: float64 keeps it exact to
-    # ~1e-9. MPS has no float64, so it falls back to float32 (documented precision caveat).
+    """float64 transmittance bookkeeping where the device has it (MPS does not: float32 + a doubling scan)."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
@@ -371,8 +370,7 @@ def _composite_chunk(
 
     alpha = torch.clamp(_take(alpha_all, sel), max=ALPHA_MAX)
     log1m = torch.log1p(-alpha.to(log_t.dtype))
-    excl_global = torch.cumsum(log1m, 0) - log1m
-    excl = excl_global - _take(_take(excl_global, seg_first), seg_of_pair) + _take(log_t, pix)
+    excl = _segmented_exclusive_sum(log1m, seg_first, seg_of_pair) + _take(log_t, pix)
     with torch.no_grad():
         contributes = (excl + log1m) > _LOG_T_MIN
         all_contribute = bool(contributes.all())
@@ -387,6 +385,28 @@ def _composite_chunk(
             done[pix[~contributes]] = True
     acc = acc.index_add(0, pix, weight[:, None] * _take(features, g))
     return acc, log_t, done
+
+
+def _segmented_exclusive_sum(values: Tensor, run_first: Tensor, run_of: Tensor) -> Tensor:
+    """Exclusive prefix sums restarting at every run. values [P]; run_first [R] (index of each run's first
+    element); run_of [P] (run of each element) -> [P]
+
+    float64: one global cumsum minus its value at each run start (exact to ~1e-9 here). float32 (MPS has no
+    float64): the global trick would lose digits, so a segmented Hillis–Steele scan in ⌈log₂ longest run⌉
+    steps.
+    """
+    if values.dtype == torch.float64:
+        excl = torch.cumsum(values, 0) - values
+        return excl - _take(_take(excl, run_first), run_of)
+    with torch.no_grad():
+        offset = torch.arange(values.shape[0], device=values.device) - _take(run_first, run_of)
+        longest = int(offset.max()) + 1 if values.numel() else 0
+    incl, k = values, 1
+    while k < longest:
+        shifted = torch.cat([torch.zeros_like(incl[:k]), incl[:-k]])
+        incl = incl + torch.where(offset >= k, shifted, torch.zeros_like(shifted))
+        k *= 2
+    return incl - values
 
 
 def _take(x: Tensor, index: Tensor) -> Tensor:

@@ -237,3 +237,15 @@ def test_gsplat_where_it_cannot_run_is_a_clear_error_and_auto_uses_torch():
     with pytest.raises(CapabilityError, match="gsplat"):
         render(g, cam, settings=RenderSettings(backend="gsplat"))
     assert render(g, cam).backend == "torch"
+
+
+def test_float32_scan_path_for_devices_without_float64(monkeypatch):
+    """MPS has no float64: the segmented doubling scan must give the same image (run here on CPU)."""
+    import backend.render.rasterize as rasterize
+
+    g, cam = _scene(seed=3).to(dtype=torch.float32), _camera(dtype=torch.float32)
+    ref = brute_force(g.to(dtype=torch.float64), cam.to(dtype=torch.float64), TORCH.background)
+    monkeypatch.setattr(rasterize, "_scan_dtype", lambda device: torch.float32)
+    out = render(g, cam, settings=RenderSettings(backend="torch", background=TORCH.background, max_pairs=256))
+    assert (out.rgb[0].double() - ref[0]).abs().max() <= 1e-4
+    assert (out.alpha[0].double() - ref[1]).abs().max() <= 1e-4
