@@ -128,7 +128,8 @@ class Cameras:
         return Cameras(
             width=parts[0].width,
             height=parts[0].height,
-            **{name: torch.cat([getattr(p, name) for p in parts]) for name in (*_INTRINSIC_FIELDS, "world_from_camera")},
+            **{name: torch.cat([getattr(p, name) for p in parts])
+               for name in (*_INTRINSIC_FIELDS, "world_from_camera")},
         )
 
     # ---- batch access ------------------------------------------------------------------------------------
@@ -311,7 +312,8 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     """
     eye = torch.as_tensor(eye, dtype=torch.float64)
     target = torch.as_tensor(target, dtype=torch.float64).expand_as(eye)
-    up_t = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64) if up is None else torch.as_tensor(up, dtype=torch.float64)
+    up_t = torch.tensor([0.0, 0.0, 1.0]) if up is None else torch.as_tensor(up)
+    up_t = up_t.to(torch.float64)
     back = torch.nn.functional.normalize(eye - target, dim=-1)  # camera +Z
     right = torch.linalg.cross(up_t.expand_as(back), back)
     degenerate = right.norm(dim=-1) < 1e-9
