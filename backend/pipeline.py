@@ -87,6 +87,23 @@ def canonical_gaussians(spec: JobSpec, body: BodyModel, report: Callable[..., No
     return sample_body_gaussians(body, betas, spec.gaussians, generator)
 
 
+def stage_plan(spec: JobSpec) -> dict[str, tuple[float, float]]:
+    """Slice of the job's [0, 1] progress per stage, proportional to its usual share of the run time."""
+    weights = {
+        "body": 0.02,
+        "reconstruct": 0.35 if spec.image is not None else 0.03,
+        "restore": 0.55 if spec.prior != "none" else 0.0,
+        "export": 0.1,
+        "render": 0.3 if spec.renders else 0.0,
+    }
+    total = sum(weights.values())
+    plan, start = {}, 0.0
+    for name, weight in weights.items():
+        plan[name] = (start, start + weight / total)
+        start += weight / total
+    return plan
+
+
 def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Run one job and write its output folder atomically (DESIGN.md §3).
 
@@ -104,16 +121,16 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
     started = time.monotonic()
     torch.manual_seed(spec.seed)  # for any library code that draws from the global generator
     has_prior = spec.prior != "none"
-    fit_end = 0.85 if has_prior else 0.3
+    plan = stage_plan(spec)
 
     with atomic_directory(out_dir) as tmp:
-        report = StageProgress(progress, "body", 0.0, 0.02, started)
+        report = StageProgress(progress, "body", *plan["body"], started)
         report(0.0, f"loading body model '{spec.body}'")
         with timer.stage("body"):
             body = load_body_model(spec.body)
         report(1.0, f"body model: {body.num_vertices} vertices, {body.num_joints} joints")
 
-        report = StageProgress(progress, "reconstruct", 0.02, 0.25 if has_prior else 0.2, started)
+        report = StageProgress(progress, "reconstruct", *plan["reconstruct"], started)
         with timer.stage("reconstruct"):
             canonical = canonical_gaussians(spec, body, report, warnings)
             if canonical.skin_weights is None or canonical.skin_weights.shape[1] != body.num_joints:
@@ -128,10 +145,10 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
                 from backend.train.loop import run_prior_stages
             except ImportError as exc:
                 raise CapabilityError(f"prior {spec.prior!r}: the restoration/fit stages are not available ({exc})") from exc
-            report = StageProgress(progress, "restore", 0.25, fit_end, started)
+            report = StageProgress(progress, "restore", *plan["restore"], started)
             residual = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings)
 
-        report = StageProgress(progress, "export", fit_end, 0.97, started)
+        report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"
         frames_dir.mkdir()
         num_frames = spec.motion.num_frames
@@ -150,7 +167,7 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
                     report((index + 1) / num_frames, f"frame {index + 1}/{num_frames}")
 
         if spec.renders:
-            report = StageProgress(progress, "render", 0.97, 0.995, started)
+            report = StageProgress(progress, "render", *plan["render"], started)
             with timer.stage("render"):
                 from backend.render.previews import write_previews
 
