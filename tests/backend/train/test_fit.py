@@ -165,3 +165,32 @@ def test_checkpoint_roundtrip_restores_optimizer_and_generator(tmp_path, tiny_sc
     sa, sb = state.optimizer.state_dict(), other.optimizer.state_dict()
     for k in sa["state"]:
         assert torch.equal(sa["state"][k]["exp_avg_sq"], sb["state"][k]["exp_avg_sq"])
+
+
+def test_fit_cli_refits_a_job_folder(tmp_path, tiny_scene, capsys):
+    from backend.cli import main
+    from backend.gaussians import save_ply
+    from backend.jobs import write_json
+    from backend.motion.residual import ResidualField
+
+    job = tmp_path / "job"
+    job.mkdir()
+    save_ply(tiny_scene.canonical, job / "canonical.ply")
+    write_json(job / "result.json", {"schema_version": 1, "frames": 9, "body": "default", "quality": "preview",
+                                     "seed": 0, "timings": {}})
+    for clip in tiny_scene.dataset.clips:
+        write_clip(tmp_path / "videos" / clip.name, clip, 9)
+    # no motion.npz in the job and none given: a one-line error, exit 2
+    assert main(["fit", "--job", str(job), "--videos", str(tmp_path / "videos"), "--iterations", "2"]) == 2
+    assert "motion" in capsys.readouterr().err
+    tiny_scene.motion.save(tmp_path / "walk.npz")
+    rc = main(["fit", "--job", str(job), "--videos", str(tmp_path / "videos"), "--iterations", "2",
+               "--motion", str(tmp_path / "walk.npz")])
+    assert rc == 0
+    assert ResidualField.load(job / "field").config.bounds
+    assert len(sorted((job / "frames").glob("frame_*.ply"))) == 9
+    assert (job / "motion.npz").is_file()
+    result = json.loads((job / "result.json").read_text())
+    assert result["layered"] is True and result["fit"]["iterations"] == 2
+    assert not (tmp_path / ".job.checkpoint").exists()
+    assert main(["fit", "--job", str(job), "--videos", str(tmp_path / "nowhere")]) == 2
