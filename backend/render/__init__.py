@@ -12,6 +12,7 @@ from backend.render.sequence import render_sequence, render_turntable, write_ren
 from backend.render.trajectories import (
     Framing,
     ViewTimeTrajectory,
+    cameras_around,
     diagonal_trajectories,
     diagonal_trajectory,
     frame_subject,
@@ -25,6 +26,7 @@ __all__ = [
     "RenderOutput",
     "RenderSettings",
     "ViewTimeTrajectory",
+    "cameras_around",
     "contact_sheet",
     "diagonal_trajectories",
     "diagonal_trajectory",

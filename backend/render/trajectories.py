@@ -105,6 +105,20 @@ def _cameras_at(
     return Cameras.from_fov(look_at(eye, c), width=width, height=height, fov_y_deg=fov_y_deg)
 
 
+def cameras_around(
+    framing: Framing,
+    azimuths_deg: Tensor,
+    *,
+    elevation_deg: float = 10.0,
+    fov_y_deg: float = 40.0,
+    width: int = 512,
+    height: int = 512,
+) -> Cameras:
+    """One camera per azimuth (degrees) [C], all at ``framing.distance`` from ``framing.center`` looking at it."""
+    return _cameras_at(framing.center, framing.distance, torch.as_tensor(azimuths_deg, dtype=torch.float64),
+                       elevation_deg, fov_y_deg, width, height)
+
+
 def orbit_cameras(
     framing: Framing,
     *,

@@ -13,6 +13,7 @@ import torch
 from backend.errors import InputError
 from backend.render import (
     Cameras,
+    cameras_around,
     diagonal_trajectories,
     diagonal_trajectory,
     frame_subject,
@@ -141,3 +142,11 @@ def test_frame_subject_keeps_the_subject_in_view_from_every_azimuth():
     # and it is not absurdly far: the subject spans at least half the image height from the front
     uv, _ = orbit_cameras(framing, num_frames=1, width=480, height=832).project(points)
     assert float(uv[0, :, 1].max() - uv[0, :, 1].min()) > 0.5 * 832
+
+
+def test_cameras_around_matches_orbit():
+    framing = frame_subject(torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.3, 1.7]]))
+    orbit = orbit_cameras(framing, num_frames=4, elevation_deg=-5.0, width=40, height=30)
+    around = cameras_around(framing, torch.tensor([0.0, 90.0, 180.0, 270.0]), elevation_deg=-5.0, width=40,
+                            height=30)
+    assert torch.allclose(orbit.world_from_camera, around.world_from_camera, atol=1e-6)
