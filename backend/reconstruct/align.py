@@ -1,8 +1,9 @@
 """Optional auto-alignment: refine the posed body's global scale and translation to the photo's silhouette.
 
 For a rough manual line-up in Blender. The body is drawn as small opaque Gaussians on its posed surface from the
-reference camera; a similarity ``x -> s·(x − c) + c + t`` (c = the body's centroid) is optimised by Adam on the
-silhouette L1 loss at low resolution. The result replaces the reference pose: every joint transform is
+reference camera; a similarity ``x -> s·(x − c) + c + t`` (c = the body's centroid, t in the camera's image
+plane: size and depth are ambiguous in one view, so the depth stays where the user put the body) is optimised
+by Adam on the silhouette L1 loss at low resolution. The result replaces the reference pose: every joint transform is
 premultiplied by the similarity, so the fit and the inverse skinning use the aligned body and the canonical
 result still sits on the body's own rest shape. If the refinement does not improve the silhouette IoU the
 original pose is kept. Per-joint refinement is not done (see docs/reconstruct.md).
@@ -63,8 +64,9 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
         ``(view, info)``: the view with the aligned pose (or the original one) and ``scale``,
         ``translation``, ``iou_before``, ``iou_after``, ``applied``.
     """
+    from backend.motion.skinning import matrix_to_quaternion
     from backend.reconstruct.fit import crop_view, silhouette_iou
-    from backend.reconstruct.surface import sample_surface
+    from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 
     generator = generator or torch.Generator().manual_seed(0)
     verts = view.pose.vertices.float()
@@ -72,31 +74,34 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
     points = sample.points
     center = verts.mean(dim=0)
     fv = crop_view(view, verts, settings.resolution, 0.15)
-    extent = float((verts.max(0).values - verts.min(0).values).norm())
-    size = 1.2 * extent / (settings.points ** 0.5)
+    # Flat splats in the surface, about one sample spacing wide: the drawn silhouette is the mesh's.
+    spacing = float(triangle_areas_normals(verts, body_faces.cpu())[0].sum() / settings.points) ** 0.5
+    quats = matrix_to_quaternion(tangent_frames(sample.normals))
+    flat = torch.tensor([0.6 * spacing, 0.6 * spacing, 0.1 * spacing])
     rs = RenderSettings(backend="torch")
 
     def draw(scale: Tensor, translation: Tensor) -> Tensor:
         means = scale * (points - center) + center + translation
-        g = Gaussians.from_colors(means, torch.ones_like(means), scales=size * float(scale.detach()),
-                                  opacities=0.9)
+        g = Gaussians.from_colors(means, torch.ones_like(means), quats=quats,
+                                  scales=(flat * float(scale.detach())).expand(means.shape[0], 3), opacities=0.9)
         return render(g, fv.camera, settings=rs).alpha[0, ..., 0]
 
     log_s = torch.zeros((), requires_grad=True)
-    trans = torch.zeros(3, requires_grad=True)
+    plane = torch.zeros(2, requires_grad=True)  # along the camera's right and up axes
+    axes = view.camera.world_from_camera[0, :3, :2].float()  # [3, 2]
     with torch.no_grad():
         iou_before = silhouette_iou(draw(torch.ones(()), torch.zeros(3)), fv.mask)
-    optim = torch.optim.Adam([log_s, trans], lr=settings.lr)
+    optim = torch.optim.Adam([log_s, plane], lr=settings.lr)
     bound = float(torch.log(torch.tensor(1 + settings.max_scale_change)))
     for _ in range(settings.iterations):
-        alpha = draw(torch.exp(log_s), trans)
+        alpha = draw(torch.exp(log_s), axes @ plane)
         loss = (alpha - fv.mask).abs().mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
         with torch.no_grad():
             log_s.clamp_(-bound, bound)
-    scale, translation = torch.exp(log_s.detach()), trans.detach()
+    scale, translation = torch.exp(log_s.detach()), (axes @ plane).detach()
     with torch.no_grad():
         iou_after = silhouette_iou(draw(scale, translation), fv.mask)
     info = {"scale": float(scale), "translation": translation.tolist(), "iou_before": iou_before,
