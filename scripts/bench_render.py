@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -114,6 +115,9 @@ def main() -> int:
               f"{r['forward_backward_s'] if r['forward_backward_s'] is not None else float('nan'):.3f} s, "
               f"peak {r['peak_gib']:.2f} GiB", file=sys.stderr, flush=True)
 
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"on {os.cpu_count()} CPUs (other processes slow these numbers down)\n")
     print(f"| Gaussians | image | backend ({rows[0]['device']}, {rows[0]['threads']} threads) | forward s "
           "| forward+backward s | peak memory GiB |")
     print("|---:|---:|---|---:|---:|---:|")
