@@ -235,12 +235,13 @@ def composite(
 
     budget = min(max_pairs, max(1 << 17, 2 * hw))
     raw_cum = torch.cumsum(counts_all, 0)
+    window = 4  # chunks' worth of raw pairs looked at per step; grows while culling empties the windows
     start = 0
     while start < m:
         with torch.no_grad():
-            # Look at a window of the next Gaussians (≈ 4 chunks of pairs) so each step costs O(window).
+            # Look at a window of the next Gaussians so each step costs O(window), not O(M).
             before = int(raw_cum[start - 1]) if start > 0 else 0
-            stop = max(int(torch.searchsorted(raw_cum, before + 4 * budget, right=True)), start + 1)
+            stop = max(int(torch.searchsorted(raw_cum, before + window * budget, right=True)), start + 1)
             r0, r1 = int(rows.first_row[start]), int(rows.first_row[stop])
             span = rows.span[r0:r1]
             if start > 0 and bool(done.any()):
@@ -257,6 +258,7 @@ def composite(
             cum = torch.cumsum(counts, 0)
             n = max(int(torch.searchsorted(cum, budget, right=True)), 1)
             total = int(cum[n - 1])
+            window = min(window * 2, 1 << 12) if int(cum[-1]) < budget else 4
         if total > 0:
             span = span[: int(rows.first_row[start + n]) - r0]
             acc, log_t, done = _composite_chunk(
