@@ -184,7 +184,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             else:
                 restore_report(0.0, f"round {r + 1}/{p.rounds}: restoring {name}")
                 conditions = RestoreConditions(
-                    gaussians=[g.to("cpu") for g in posed], joints=posed_body.joints[frames].float(),
+                    gaussians=posed, joints=posed_body.joints[frames].float(),
                     joint_transforms=posed_body.joint_transforms[frames].float(), joint_names=body.joint_names,
                     reference_image=reference, prompt_cache=ckpt / "prompt_embeds.safetensors")
                 rs = RestoreSettings(steps=p.restore_steps, strength=p.restore_strength, seed=spec.seed + k)
