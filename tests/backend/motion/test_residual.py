@@ -58,6 +58,7 @@ def test_zero_init_layered_equals_rigid_exactly(posed_scene, predict_scale):
 
 def test_field_heads_are_trainable_from_zero(posed_scene):
     canonical, transforms = posed_scene
+    canonical = canonical.subset(torch.arange(150))
     field = ResidualField(small_config(canonical.means), torch.Generator().manual_seed(0))
     target = torch.tensor([0.0, 0.0, 0.05])
     opt = torch.optim.Adam(field.parameters(), lr=1e-2)
@@ -89,8 +90,8 @@ def test_time_planes_start_neutral():
     f0 = hexplane_features(field, points, -1.0)
     f1 = hexplane_features(field, points, 0.7)
     assert torch.equal(f0, f1)  # time planes are all ones at init: features depend on space only
-    assert float(time_smoothness(field)) == 0.0
-    assert float(total_variation(field)) > 0.0
+    assert float(time_smoothness(field).detach()) == 0.0
+    assert float(total_variation(field).detach()) > 0.0
 
 
 def test_apply_residual_quaternion_composition():
