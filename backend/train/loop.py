@@ -6,7 +6,7 @@ videos to the training set and trains the residual field further; the learning-r
 (the paper: a round every 5k of 25k iterations). At the end the final model is rendered along every trajectory.
 
 Job folder outputs (inside the pipeline's temporary folder): ``renders/{coarse,restored,final}/<trajectory>/``
-(PNG frames + cameras.json with motion frames, and ``<trajectory>.mp4`` beside the folders) and ``field/``
+(PNG frames, cameras.json with motion frames, contact_sheet.png, video.mp4) and ``field/``
 (``field.safetensors`` + ``config.json`` + ``fit.json``). Restored videos and fit checkpoints are kept in a
 hidden sibling of the job folder (``.<job>.checkpoint/``) until the job completes, so a stopped job run again
 with the same output folder and seed skips finished restorations and resumes the fit.
@@ -80,14 +80,16 @@ def render_video(canonical: Gaussians, field_: ResidualField | None, joint_trans
 
 
 def write_stage_video(root: Path, clip: VideoClip, num_motion_frames: int, times: Tensor | None, fps: float) -> None:
-    """PNG frames + cameras.json under ``root/<clip>/`` and ``root/<clip>.mp4``."""
-    from backend.render.video import write_mp4
+    """``root/<clip>/``: PNG frames + cameras.json (with motion frames), ``contact_sheet.png`` and ``video.mp4``
+    (the layout of ``backend.render.sequence.write_render_folder`` plus the motion-time mapping)."""
+    from backend.render.video import write_contact_sheet, write_mp4
 
-    write_clip(root / clip.name, clip, num_motion_frames, times)
+    folder = write_clip(root / clip.name, clip, num_motion_frames, times)
+    write_contact_sheet(clip.frames, folder / "contact_sheet.png")
     try:
-        write_mp4(clip.frames, root / f"{clip.name}.mp4", fps=fps)
+        write_mp4(clip.frames, folder / "video.mp4", fps=fps)
     except Exception as exc:  # noqa: BLE001 — the MP4 is a convenience; the PNGs are the record
-        log.warning("could not write %s.mp4: %s", clip.name, exc)
+        log.warning("could not write %s/video.mp4: %s", clip.name, exc)
 
 
 def checkpoint_root(tmp_dir: Path) -> Path:

@@ -30,7 +30,7 @@ from backend.reconstruct import sample_body_gaussians
 from backend.reconstruct.surface import tangent_frames
 from backend.render.cameras import Cameras
 from backend.render.render import RenderSettings, render
-from backend.render.trajectories import _cameras_at, diagonal_trajectories, frame_subject
+from backend.render.trajectories import cameras_around, diagonal_trajectories, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, even_motion_frames
 from backend.train.fit import FitSettings
 
@@ -218,8 +218,8 @@ def build_recovery_scene(settings: RecoverySettings | None = None, body: BodyMod
     azimuths = torch.tensor([360.0 * (k + 0.5) / v + 17.0 for k in range(v)], dtype=torch.float64)
     elevations = [(-5.0 + 25.0 * (k % 3) / 2) for k in range(v)]
     cams = Cameras.concatenate([
-        _cameras_at(framing.center, framing.distance, azimuths[k:k + 1], elevations[k], 40.0, settings.width,
-                    settings.height) for k in range(v)])
+        cameras_around(framing, azimuths[k:k + 1], elevation_deg=elevations[k], width=settings.width,
+                       height=settings.height) for k in range(v)])
     odd = torch.arange(1, settings.motion_frames, 2)
     held_frames = odd[torch.linspace(0, len(odd) - 1, v).round().long()]
     return RecoveryScene(settings, body, motion, canonical, joint_transforms, offsets, dataset, cams, held_frames)
