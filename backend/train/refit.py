@@ -100,11 +100,13 @@ def fit_job_folder(
     with torch.no_grad():
         posed = body(as_t(motion.betas), as_t(motion.root_orient), as_t(motion.pose_body), as_t(motion.trans),
                      as_t(motion.pose_hand))
-    joint_transforms = posed.joint_transforms.float()
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    canonical = canonical.to(device)
+    joint_transforms = posed.joint_transforms.float().to(device)
 
     timings: dict[str, float] = {}
     ckpt = out_dir.parent / f".{out_dir.name}.checkpoint"
-    field_ = ResidualField(config, torch.Generator().manual_seed(seed))
+    field_ = ResidualField(config, torch.Generator().manual_seed(seed)).to(device)
     state = create_fit_state(field_, settings, seed)
     t0 = time.perf_counter()
     fit_field(state, canonical, joint_transforms, dataset, settings, checkpoint_dir=ckpt,
