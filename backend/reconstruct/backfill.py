@@ -11,6 +11,14 @@ between their anchors on the rest surface), of
 
 A part with no seen Gaussian at all (e.g. a hand hidden behind the back) borrows from the nearest seen
 Gaussians of any part. Opacity and scales of unseen Gaussians stay at the fit's initial values.
+
+Depth rule (``fill_depth``, clothing parts only — torso, arms, legs): one photo cannot tell how far a skirt
+stands off the body towards the camera, only how far it does at the silhouette. So a Gaussian that faces the
+camera (|normal · view| ≥ ``facing``) gets at least the inverse-squared-distance-weighted mean normal offset
+of its ``k`` nearest seen *silhouette* Gaussians (|normal · view| < ``silhouette``) of the same part:
+clothing is assumed to stand off the body as far in front as at the sides. Moving a camera-facing Gaussian
+along its normal barely changes the reference view. Head, hands and feet are left alone (a face must not be
+pushed forward by hair seen at the sides).
 """
 
 from __future__ import annotations
@@ -27,11 +35,17 @@ class BackfillSettings:
         min_visibility: Seen when this fraction of the splat is visible.
         k: Seen neighbours averaged per unseen Gaussian.
         fill_offsets: Also copy the normal offset (not only the colour).
+        depth: Apply the depth rule (``fill_depth``).
+        facing: |normal · view| from which a Gaussian faces the camera (depth rule).
+        silhouette: |normal · view| below which a seen Gaussian is on the silhouette (depth rule).
     """
 
     min_visibility: float = 0.3
     k: int = 4
     fill_offsets: bool = True
+    depth: bool = False
+    facing: float = 0.85
+    silhouette: float = 0.35
 
 
 def _nearest(query: Tensor, points: Tensor, k: int, chunk: int = 4096) -> tuple[Tensor, Tensor]:
@@ -95,3 +109,41 @@ def _fill(points: Tensor, query: Tensor, source: Tensor, colors: Tensor, offsets
     colors[qi] = (w[..., None] * colors[src]).sum(dim=1)
     if settings.fill_offsets:
         offsets[qi] = (w * offsets[src]).sum(dim=1)
+
+
+def fill_depth(
+    anchors_rest: Tensor,
+    part_ids: Tensor,
+    seen: Tensor,
+    facing: Tensor,
+    normal_offsets: Tensor,
+    settings: BackfillSettings = BackfillSettings(),
+) -> Tensor:
+    """The depth rule: camera-facing clothing Gaussians stand off the body at least as far as the silhouette.
+
+    Args:
+        anchors_rest: Anchor of each Gaussian on the rest surface. [N, 3]
+        part_ids: Body part per Gaussian. [N]
+        seen: Seen from the reference camera. [N] bool
+        facing: |posed normal · view direction| per Gaussian, in [0, 1]. [N]
+        normal_offsets: Offset along the normal. [N]
+        settings: ``k``, ``facing``, ``silhouette``.
+
+    Returns:
+        New normal offsets [N] (never smaller than the given ones).
+    """
+    from backend.body.parts import PART_INDEX
+
+    out = normal_offsets.clone()
+    for name in ("torso", "left_arm", "right_arm", "left_leg", "right_leg"):
+        part = part_ids == PART_INDEX[name]
+        target = part & (facing >= settings.facing)
+        source = part & seen & (facing < settings.silhouette)
+        if not bool(target.any()) or not bool(source.any()):
+            continue
+        ti, si = target.nonzero().squeeze(1), source.nonzero().squeeze(1)
+        dist, idx = _nearest(anchors_rest[ti], anchors_rest[si], settings.k)
+        w = 1.0 / dist.clamp_min(1e-4) ** 2
+        w = w / w.sum(dim=1, keepdim=True)
+        out[ti] = torch.maximum(out[ti], (w * normal_offsets[si[idx]]).sum(dim=1))
+    return out

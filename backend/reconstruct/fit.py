@@ -517,13 +517,19 @@ def reconstruct_photo(
         report: Progress callback ``report(fraction, message, preview=None)``.
         backfill: ``backfill.BackfillSettings`` (None: defaults).
     """
-    from backend.reconstruct.backfill import BackfillSettings, fill_unseen
+    from backend.reconstruct.backfill import BackfillSettings, fill_depth, fill_unseen
 
+    backfill = backfill or BackfillSettings()
     n = num_gaussians if settings.max_gaussians is None else min(num_gaussians, settings.max_gaussians)
     anchors = sample_anchors(body, betas, view.pose.vertices, n, generator)
     fit = fit_reference(view, anchors, settings, report)
     colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, fit.visibility,
-                                               fit.posed.colors, fit.offsets[:, 2], backfill or BackfillSettings())
+                                               fit.posed.colors, fit.offsets[:, 2], backfill)
+    if backfill.depth:
+        eye = view.camera.positions[0].to(anchors.posed_points.dtype)
+        to_anchor = torch.nn.functional.normalize(anchors.posed_points - eye, dim=-1)
+        facing = (anchors.posed_frames[:, :, 2] * to_anchor).sum(-1).abs()
+        normal_offsets = fill_depth(anchors.rest_points, anchors.part_ids, seen, facing, normal_offsets, backfill)
     offsets = fit.offsets.clone()
     offsets[:, 2] = normal_offsets.clamp(-settings.normal_inward, settings.normal_outward)
     posed = fit.posed.replace(

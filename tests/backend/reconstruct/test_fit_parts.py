@@ -87,7 +87,8 @@ def _wall(z: float, color: float, n_side: int = 12) -> Gaussians:
     xs = torch.linspace(-0.5, 0.5, n_side)
     grid = torch.stack(torch.meshgrid(xs, xs, indexing="ij"), -1).reshape(-1, 2)
     means = torch.cat([grid[:, :1], grid[:, 1:], torch.full((grid.shape[0], 1), z)], dim=1)
-    return Gaussians.from_colors(means, torch.full_like(means, color), scales=torch.tensor([0.06, 0.06, 0.005]).expand(means.shape[0], 3),
+    scales = torch.tensor([0.06, 0.06, 0.005]).expand(means.shape[0], 3)
+    return Gaussians.from_colors(means, torch.full_like(means, color), scales=scales,
                                  opacities=0.99)
 
 
