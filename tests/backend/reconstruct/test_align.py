@@ -23,7 +23,7 @@ def test_alignment_recovers_scale_and_shift(scene, default_body, walk):
     wrong = similarity(torch.tensor(1.07), torch.tensor([0.04, 0.0, -0.03]), verts.mean(0))
     bad_pose = ReferencePose(wrong @ view.pose.joint_transforms, verts @ wrong[:3, :3].T + wrong[:3, 3], 0)
     bad = type(view)(rgb=view.rgb, mask=view.mask, camera=view.camera, pose=bad_pose)
-    settings = AlignSettings(iterations=30, resolution=64, points=1500)
+    settings = AlignSettings(iterations=20, resolution=64, points=1000)
     aligned, info = align_to_silhouette(bad, default_body.faces, settings)
     assert info["applied"] and info["iou_after"] > info["iou_before"] + 0.05
     before = (bad_pose.vertices - verts).norm(dim=-1).mean()
