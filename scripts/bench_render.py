@@ -6,7 +6,7 @@ framed to fill the image), one camera, white background. Each configuration runs
 that the peak resident memory (``ru_maxrss``) belongs to it alone; times are medians over repeats after one
 warm-up. Prints a Markdown table.
 
-    .venv/bin/python scripts/bench_render.py                 # 20k/100k x 256²/512², torch backend
+    .venv/bin/python scripts/bench_render.py                 # 20k/100k x 256²/512², torch backend (OMP_WAIT_POLICY=PASSIVE unless set)
     .venv/bin/python scripts/bench_render.py --configs 20000x256 --repeats 7
     .venv/bin/python scripts/bench_render.py --device cuda --backend gsplat
 """
@@ -105,7 +105,10 @@ def main() -> int:
                "--repeats", str(args.repeats)] + (["--no-backward"] if args.no_backward else [])
         if args.threads:
             cmd += ["--threads", str(args.threads)]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        # OpenMP threads that spin while waiting make 2 threads on 2 busy cores 5-10x slower than 1 thread;
+        # passive waiting is what a shared machine needs (override by setting OMP_WAIT_POLICY yourself).
+        env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
         if result.returncode != 0:
             print(f"{config}: failed\n{result.stderr}", file=sys.stderr)
             return 1
@@ -117,7 +120,8 @@ def main() -> int:
 
     load = os.getloadavg()
     print(f"load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-          f"on {os.cpu_count()} CPUs (other processes slow these numbers down)\n")
+          f"on {os.cpu_count()} CPUs (other processes slow these numbers down); "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}\n")
     print(f"| Gaussians | image | backend ({rows[0]['device']}, {rows[0]['threads']} threads) | forward s "
           "| forward+backward s | peak memory GiB |")
     print("|---:|---:|---|---:|---:|---:|")
