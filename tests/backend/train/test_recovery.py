@@ -17,17 +17,6 @@ pytestmark = pytest.mark.slow
 ITERATIONS = 600
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors (4k Gaussians, 64×96): intra-op threads only add sync cost, and on a shared CPU spin-waiting
-    threads made a step 10× slower (0.56 s vs 0.05 s measured); restore the setting afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_job(folder, scene):
     from backend.gaussians import save_ply
@@ -41,7 +30,7 @@ def make_job(folder, scene):
                                         "timings": {}})
 
 
-def test_fit_recovers_known_skirt_residual(tmp_path, default_body, one_thread):
+def test_fit_recovers_known_skirt_residual(tmp_path, default_body):
     from backend.gaussians import load_ply
     from backend.motion.residual import ResidualField
     from backend.train.dataset import write_clip
