@@ -159,6 +159,8 @@ def main() -> None:
     print(f"fit: {result['iterations']} iterations in {result['fit_seconds']:.1f} s = "
           f"{result['iterations_per_s']:.2f} it/s; total reconstruct {result['total_seconds']:.1f} s; "
           f"seen {100 * result['seen_fraction']:.0f}%, loose {100 * result['loose_fraction']:.0f}%")
+    print(f"on the fit crop itself (before the back fill): masked PSNR {result['fit_view_psnr']:.2f} dB, "
+          f"IoU {result['fit_view_iou']:.3f}")
     print(f"{'view':<20} {'masked PSNR (dB)':>17} {'silhouette IoU':>15}")
     for name, row in result["views"].items():
         print(f"{name:<20} {row['psnr']:>17.2f} {row['iou']:>15.3f}")
