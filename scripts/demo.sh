@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see docs/render.md: spinning OpenMP threads on small machines
 .venv/bin/ani3dhuman demo --out out/demo "$@"
 .venv-blender/bin/python scripts/demo_blender.py --out out/demo/blender --motion out/demo/motions/walk.npz --frames 48
 echo "[demo] results under out/demo/"

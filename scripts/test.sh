@@ -11,6 +11,9 @@ trap 'rm -rf "$scratch"' EXIT
 export HOME="$scratch/home" XDG_CACHE_HOME="$scratch/cache" XDG_CONFIG_HOME="$scratch/config"
 export HF_HOME="$scratch/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export BLENDER_USER_RESOURCES="$scratch/blender" MPLBACKEND=Agg
+# OpenMP threads sleep instead of spinning while they wait: on a small shared machine spinning threads
+# made PyTorch CPU work up to 10x slower (docs/render.md).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$HOME" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME" "$HF_HOME" "$BLENDER_USER_RESOURCES"
 
 status=0
