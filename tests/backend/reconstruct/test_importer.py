@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from backend.errors import InputError
-from backend.gaussians import save_ply
+from backend.gaussians import load_ply, save_ply
+from backend.jobs import JobSpec
+from backend.motion.builtin import builtin_motion
 from backend.motion.skinning import skin_gaussians
+from backend.pipeline import animate
 from backend.reconstruct import sample_body_gaussians
 from backend.reconstruct.importer import (
     ImportSettings,
@@ -91,3 +94,16 @@ def test_bad_ply_is_an_input_error(default_body, tmp_path):
         import_gaussians(bad, default_body)
     with pytest.raises(InputError, match="import_gaussians: file not found"):
         import_gaussians(tmp_path / "none.ply", default_body)
+
+
+def test_pipeline_imports_a_ply(default_body, tmp_path):
+    subject = _subject(default_body, 800)
+    path = tmp_path / "avatar.ply"
+    save_ply(subject, path, binding=False)
+    spec = JobSpec(motion=builtin_motion("walk", default_body, frames=3), import_gaussians=str(path),
+                   extras={"import_pose": "rest"})
+    result = animate(spec, tmp_path / "job")
+    assert result["gaussians"] == 800 and result["warnings"] == []
+    canonical = load_ply(tmp_path / "job" / "canonical.ply")
+    assert canonical.skin_weights.shape == (800, default_body.num_joints)
+    assert torch.allclose(canonical.means, subject.means, atol=1e-6)
