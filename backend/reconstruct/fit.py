@@ -115,8 +115,8 @@ class FitSettings:
 
 QUALITY = {
     # preview: ≤ 3 minutes on a 2-core CPU (measured in docs/reconstruct.md).
-    "preview": FitSettings(resolution=192, iterations=80, max_gaussians=12_000),
-    "standard": FitSettings(resolution=256, iterations=300, max_gaussians=40_000),
+    "preview": FitSettings(resolution=256, iterations=120, max_gaussians=16_000),
+    "standard": FitSettings(resolution=384, iterations=400, max_gaussians=40_000),
     "high": FitSettings(resolution=512, iterations=1000, max_gaussians=None),
 }
 
@@ -239,6 +239,28 @@ def crop_view(view: ReferenceView, body_points: Tensor, resolution: int, margin:
 
 
 # ---- losses ------------------------------------------------------------------------------------------------
+def extend_colors(rgb: Tensor, valid: Tensor, steps: int = 8) -> Tensor:
+    """Fill pixels outside ``valid`` with the mean colour of valid neighbours, growing ``steps`` pixels out.
+
+    Args:
+        rgb: Colour. [H, W, 3]
+        valid: Pixels whose colour is known. [H, W] bool
+
+    Returns:
+        Colour with a ``steps``-pixel rim filled (unknown pixels beyond it keep ``rgb``). [H, W, 3]
+    """
+    colour = (rgb * valid[..., None]).permute(2, 0, 1)[None]
+    weight = valid.float()[None, None]
+    for _ in range(steps):
+        grown_c = torch.nn.functional.avg_pool2d(colour, 3, 1, 1, count_include_pad=False)
+        grown_w = torch.nn.functional.avg_pool2d(weight, 3, 1, 1, count_include_pad=False)
+        fill = (weight == 0) & (grown_w > 0)
+        colour = torch.where(fill, grown_c / grown_w.clamp_min(1e-8), colour)
+        weight = torch.where(fill, torch.ones_like(weight), weight)
+    out = colour[0].permute(1, 2, 0)
+    return torch.where(weight[0, 0, ..., None] > 0, out, rgb)
+
+
 def _gauss_window(size: int, sigma: float, dtype: torch.dtype) -> Tensor:
     x = torch.arange(size, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-x * x / (2 * sigma * sigma))
@@ -322,6 +344,10 @@ def fit_reference(
     spacing = anchors.spacing
     render_settings = RenderSettings(backend="torch", background=(0.0, 0.0, 0.0))
     target = fv.rgb * fv.mask[..., None]
+    # Colour target for splats that spill over the silhouette: the photo's colour extended outwards, times the
+    # rendered alpha, so edge Gaussians are not darkened towards the background (their opacity is the
+    # silhouette loss's business) and do not show up as dark specks from other views.
+    extended = extend_colors(fv.rgb, fv.mask > 0.5)
 
     # Initial colour: the pixel each anchor projects to (occluded ones are fixed by the back fill later).
     uv, _ = fv.camera.project(anchors.posed_points)
@@ -359,8 +385,9 @@ def fit_reference(
         out = render(current(), fv.camera, settings=render_settings)
         rgb, alpha = out.rgb[0], out.alpha[0, ..., 0]
         loss_sil = (alpha - fv.mask).abs().mean()
-        loss_l1 = (rgb - target).abs().mean()
-        loss_ssim = 1.0 - ssim(rgb, target)
+        colour_target = torch.where(fv.mask[..., None] > 0.5, target, alpha.detach()[..., None] * extended)
+        loss_l1 = (rgb - colour_target).abs().mean()
+        loss_ssim = 1.0 - ssim(rgb, colour_target)
         world_off = (anchors.posed_frames @ offsets[..., None])[..., 0]
         loss_smooth = (world_off[:, None, :] - world_off[neighbours]).pow(2).sum(-1).mean() / unit2
         loss_off = world_off.pow(2).sum(-1).mean() / unit2
