@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -492,11 +491,6 @@ def unpose(posed: Gaussians, joint_transforms: Tensor) -> Gaussians:
 def label_loose(offsets: Tensor, threshold: float) -> Tensor:
     """Loose = offset from the body surface longer than ``threshold`` metres. ``[N, 3] -> [N]`` bool."""
     return offsets.norm(dim=-1) > threshold
-
-
-def as_numpy_image(rgb: Tensor) -> np.ndarray:
-    """[H, W, 3] float in [0, 1] -> uint8."""
-    return (rgb.detach().clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
 
 
 def with_settings(settings: FitSettings, **changes) -> FitSettings:

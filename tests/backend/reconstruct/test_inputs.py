@@ -97,3 +97,16 @@ def test_reference_view_and_frame_checks(scene, default_body, walk):
         load_reference_view(scene["image"], scene["camera"], default_body, walk, 9, [])
     with pytest.raises(InputError, match="camera: required"):
         load_reference_view(scene["image"], None, default_body, walk, 0, [])
+
+
+def test_opaque_alpha_falls_back_to_border_removal(tmp_path):
+    img = np.zeros((40, 30, 4), np.uint8)
+    img[..., :3] = (250, 250, 250)
+    img[10:30, 8:22, :3] = (30, 30, 200)
+    img[..., 3] = 255
+    path = tmp_path / "opaque.png"
+    Image.fromarray(img, "RGBA").save(path)
+    warnings = []
+    _, mask = load_reference_image(path, warnings)
+    assert any("fully opaque" in w for w in warnings)
+    assert float(mask[20, 15]) > 0.9 and float(mask[2, 2]) < 0.1

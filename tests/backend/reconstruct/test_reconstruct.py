@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from backend.cli import main
-from backend.errors import Cancelled
+from backend.errors import Cancelled, InputError
 from backend.jobs import JobSpec
 from backend.reconstruct.fit import FitSettings, masked_psnr, reconstruct_photo, silhouette_iou
 from backend.reconstruct.inputs import load_reference_view
@@ -126,6 +126,18 @@ def test_pipeline_runs_with_an_image(scene, walk, tmp_path, monkeypatch):
     assert any("at most 800 Gaussians" in w for w in result["warnings"])
     assert (tmp_path / "job" / "canonical.ply").is_file()
     assert len(list((tmp_path / "job" / "frames").glob("*.ply"))) == walk.num_frames
+    # The photo's pose from a separate pose file (frame 0 of it) instead of the job's motion.
+    pose_file = tmp_path / "pose.npz"
+    walk.slice(0, 1).save(pose_file)
+    other = JobSpec(motion=walk.slice(2, 5), gaussians=800, image=str(scene["image"]), camera=scene["camera"],
+                    extras={"reference_pose": str(pose_file)})
+    result = animate(other, tmp_path / "job2")
+    assert result["gaussians"] == 800
+    assert any("using motion frame 0" in w for w in result["warnings"])
+    missing = JobSpec(motion=walk, image=str(scene["image"]), camera=scene["camera"],
+                      extras={"reference_pose": str(tmp_path / "none.npz")})
+    with pytest.raises(InputError, match="reference_pose: file not found"):
+        animate(missing, tmp_path / "job3")
 
 
 @pytest.mark.parametrize("case, message", [
