@@ -22,6 +22,7 @@ def subject_from_spec(spec, body, generator: torch.Generator, report, warnings: 
     Job fields used: ``import_gaussians`` (PLY path; wins over ``image``), ``image``, ``camera``,
     ``reference_frame``, ``gaussians``, ``quality``; ``extras``: ``align`` (bool, refine the body's global
     scale/translation to the silhouette first), ``import_pose`` (``auto`` | ``rest`` | ``apose``),
+    ``import_a_pose_degrees`` (shoulder angle of the A-pose, default 45),
     ``reference_pose`` (a motion file whose frame ``reference_frame`` (default 0) is the pose of the photo,
     instead of the job's motion).
 
@@ -49,8 +50,13 @@ def subject_from_spec(spec, body, generator: torch.Generator, report, warnings: 
         if spec.image is not None:
             warnings.append("image: ignored because import_gaussians is given (the imported Gaussians are used)")
         report(0.0, f"importing {Path(spec.import_gaussians).name}")
-        canonical = import_gaussians(spec.import_gaussians, body, betas,
-                                     ImportSettings(pose=str(extras.get("import_pose", "auto"))), warnings)
+        try:
+            degrees = float(extras.get("import_a_pose_degrees", 45.0))
+        except (TypeError, ValueError):
+            raise InputError("import_a_pose_degrees: expected a number, "
+                             f"got {extras['import_a_pose_degrees']!r}") from None
+        settings = ImportSettings(pose=str(extras.get("import_pose", "auto")), a_pose_degrees=degrees)
+        canonical = import_gaussians(spec.import_gaussians, body, betas, settings, warnings)
         report(1.0, f"imported {canonical.num_gaussians} Gaussians")
         return canonical
 

@@ -107,3 +107,14 @@ def test_pipeline_imports_a_ply(default_body, tmp_path):
     canonical = load_ply(tmp_path / "job" / "canonical.ply")
     assert canonical.skin_weights.shape == (800, default_body.num_joints)
     assert torch.allclose(canonical.means, subject.means, atol=1e-6)
+
+
+def test_import_extras_are_checked(default_body, tmp_path):
+    path = tmp_path / "avatar.ply"
+    save_ply(_subject(default_body, 200), path, binding=False)
+    motion = builtin_motion("walk", default_body, frames=2)
+    for extras, message in (({"import_pose": "tpose"}, "import pose: expected one of"),
+                            ({"import_a_pose_degrees": "wide"}, "import_a_pose_degrees: expected a number")):
+        spec = JobSpec(motion=motion, import_gaussians=str(path), extras=extras)
+        with pytest.raises(InputError, match=message):
+            animate(spec, tmp_path / "job")
