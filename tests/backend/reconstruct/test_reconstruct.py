@@ -174,3 +174,12 @@ def test_cli_bad_inputs_exit_2(case, message, scene, walk, tmp_path, capsys):
     assert code == 2
     assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_same_seed_same_result(scene, default_body, walk):
+    view = load_reference_view(scene["image"], scene["camera"], default_body, walk, 0, [])
+    settings = FitSettings(resolution=48, iterations=3, max_gaussians=None)
+    runs = [reconstruct_photo(view, default_body, None, 600, torch.Generator().manual_seed(5), settings).canonical
+            for _ in range(2)]
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh", "skin_weights"):
+        assert torch.equal(getattr(runs[0], name), getattr(runs[1], name)), name
