@@ -21,9 +21,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--motions", nargs="+", choices=BUILTIN_MOTIONS, default=list(BUILTIN_MOTIONS))
     p.add_argument("--frames", type=int, default=48, help="frames per motion (default 48)")
     p.add_argument("--no-renders", dest="renders", action="store_false", help="skip preview renders")
+    p.add_argument("--no-photo-demo", dest="photo_demo", action="store_false",
+                   help="skip the photo journey (reference photo -> reconstruct -> animate)")
     p.add_argument("--no-fit-demo", dest="fit_demo", action="store_false",
                    help="skip the residual-field recovery demo (rigid vs fitted contact sheets, ~1-2 min)")
     p.set_defaults(run=run, renders=True)
+
+
+def run_photo_demo(args: argparse.Namespace, body, out: Path) -> None:
+    """Reference photo (synthetic, known truth) -> reconstruct -> animate with the walk, as a user would."""
+    import json
+
+    from backend.cli.demo_photo import write_reference_photo
+    from backend.jobs import JobSpec
+    from backend.motion.builtin import builtin_motion
+    from backend.pipeline import animate
+
+    walk = builtin_motion("walk", body, frames=args.frames)
+    photo, camera = write_reference_photo(body, walk, out / "photo_input", frame=0, seed=args.seed)
+    log.info("demo: photo journey — reconstructing the person in %s, then animating the walk", photo)
+    spec = JobSpec(motion=walk, body=args.body, gaussians=args.gaussians, seed=args.seed, quality=args.quality,
+                   image=str(photo.resolve()), camera=json.loads(camera.read_text()), reference_frame=0,
+                   renders=args.renders)
+    animate(spec, out / "photo_walk", log_progress)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         motions_dir.mkdir(parents=True, exist_ok=True)
         motion.save(motions_dir / f"{name}.npz")  # reusable with `ani3dhuman animate --motion`
         animate(spec, out / name, log_progress)
+    if args.photo_demo:
+        run_photo_demo(args, body, out)
     if args.fit_demo:
         from backend.train.recovery_demo import write_recovery_demo
 
