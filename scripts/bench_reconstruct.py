@@ -47,6 +47,8 @@ def posed(gaussians, transforms):
 
 def run(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     body = load_body_model("default")
     motion = builtin_motion(args.motion, body, frames=8)
     generator = torch.Generator().manual_seed(args.seed)
@@ -148,6 +150,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images", default=None, help="write a truth/reconstruction contact sheet here")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 avoids OpenMP spin-waiting next to other busy processes)")
     args = p.parse_args()
     result = run(args)
     if args.json:

@@ -16,6 +16,16 @@ from backend.render.render import RenderSettings, render
 WIDTH, HEIGHT = 72, 96
 
 
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Run these tests on one torch thread: on a shared 2-core machine, two OpenMP threads next to another busy
+    process spin-wait and made the fit ~50x slower (0.5 vs 30 it/s, measured); one thread is as fast idle."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pose_gaussians(gaussians, transforms):
     """Skin Gaussians with one pose's joint transforms [J, 4, 4]."""
     means, quats = skin_gaussians(gaussians, None, transforms[None])
