@@ -303,7 +303,7 @@ class FitResult:
         posed: Fitted Gaussians in the reference pose (world), with skin_weights, part_ids and loose.
         anchors: The surface anchors.
         offsets: Offset of each Gaussian from its anchor in the anchor frame (t1, t2, n). [N, 3]
-        visibility: Fraction of each Gaussian's footprint seen from the reference camera, in [0, 1]. [N]
+        visibility: How much of each Gaussian the reference camera sees, in [0, 1] (``gaussian_visibility``). [N]
         view: The fitting view.
         metrics: ``psnr`` (masked, dB), ``iou``, ``iterations``, ``seconds``, ``iterations_per_s``.
     """
