@@ -14,6 +14,27 @@ from backend.gaussians import Gaussians
 
 
 def matrix_to_quaternion(matrix: Tensor) -> Tensor:
+    """Unit quaternion (w, x, y, z) of a rotation matrix, w ≥ 0 (fast path for LBS).
+
+    Most skinning rotations are far from 180°, where the trace pivot (w) is the best one: those take the short
+    formula, and only the rest go through the full Shepperd selection. ``[..., 3, 3] -> [..., 4]``.
+    """
+    m00, m11, m22 = matrix[..., 0, 0], matrix[..., 1, 1], matrix[..., 2, 2]
+    quat = torch.stack([
+        1.0 + m00 + m11 + m22,
+        matrix[..., 2, 1] - matrix[..., 1, 2],
+        matrix[..., 0, 2] - matrix[..., 2, 0],
+        matrix[..., 1, 0] - matrix[..., 0, 1],
+    ], dim=-1)
+    # The w pivot 1 + trace is not the largest iff some pair of diagonal entries sums below zero.
+    other = ((m11 + m22) < 0) | ((m00 + m22) < 0) | ((m00 + m11) < 0)
+    if bool(other.any()):
+        quat = quat.clone()
+        quat[other] = shepperd_quaternion(matrix[other])
+    return quat * torch.rsqrt((quat * quat).sum(dim=-1, keepdim=True))
+
+
+def shepperd_quaternion(matrix: Tensor) -> Tensor:
     """Unit quaternion (w, x, y, z) of a rotation matrix, w ≥ 0.
 
     Shepperd's method: of the four candidate formulas, each matrix uses the one with the largest pivot
@@ -78,7 +99,7 @@ def skin_means_quats(
     skin_weights: Tensor,
     joint_transforms: Tensor,
     *,
-    frames_per_chunk: int = 2,
+    frames_per_chunk: int = 4,
     gaussians_per_chunk: int = 32768,
 ) -> tuple[Tensor, Tensor]:
     """Skin Gaussian centres and rotations, blocked over frames and Gaussians.
@@ -121,7 +142,7 @@ def skin_means_quats(
             n1 = min(n0 + gaussians_per_chunk, n)
             blended = (skin_weights[n0:n1] @ block_transforms).reshape(n1 - n0, f1 - f0, 3, 4).transpose(0, 1)
             rotation = blended[..., :3]
-            means_out[f0:f1, n0:n1] = (rotation @ canonical_means[n0:n1, :, None])[..., 0] + blended[..., 3]
+            means_out[f0:f1, n0:n1] = (rotation * canonical_means[n0:n1, None, :]).sum(-1) + blended[..., 3]
             quats_out[f0:f1, n0:n1] = quaternion_multiply(matrix_to_quaternion(rotation), unit[n0:n1])
     return means_out, quats_out
 

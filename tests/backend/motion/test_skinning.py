@@ -117,3 +117,14 @@ def test_blocked_and_differentiable_paths_agree(subject, generator):
     assert torch.allclose(blocked[0], direct[0], atol=1e-6) and torch.allclose(blocked[1], direct[1], atol=1e-6)
     direct[0].sum().backward()
     assert means.grad is not None and torch.isfinite(means.grad).all()
+
+
+def test_fast_quaternion_handles_rotations_near_180_degrees(generator):
+    from backend.motion.skinning import shepperd_quaternion
+
+    axis = torch.nn.functional.normalize(torch.randn(300, 3, generator=generator, dtype=torch.float64), dim=-1)
+    angle = torch.pi - torch.rand(300, 1, generator=generator, dtype=torch.float64) * 0.1
+    r = axis_angle_to_matrix(axis * angle)
+    q = matrix_to_quaternion(r)
+    assert torch.allclose(quaternion_to_matrix(q), r, atol=1e-12)
+    assert torch.allclose(q, shepperd_quaternion(r), atol=1e-12)
