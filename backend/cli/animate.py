@@ -36,6 +36,12 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera", default=None, help="reference camera JSON (Blender convention)")
     p.add_argument("--reference-frame", type=int, default=None, help="motion frame whose pose matches the photo")
     p.add_argument("--import-gaussians", default=None, help="canonical 3DGS PLY to bind to the body (e.g. LHM output)")
+    p.add_argument("--reference-pose", default=None,
+                   help="motion file whose --reference-frame is the photo's pose (default: the job's motion)")
+    p.add_argument("--align", action="store_true",
+                   help="refine the body's global scale and position to the photo's silhouette before fitting")
+    p.add_argument("--import-pose", choices=("auto", "rest", "apose"), default="auto",
+                   help="pose of the --import-gaussians PLY: the body's rest pose, an A-pose, or detect (default)")
     p.add_argument("--renders", action="store_true", help="also write preview renders under renders/")
 
 
@@ -52,7 +58,7 @@ def read_camera_json(path: str | None) -> dict | None:
 
 
 def spec_from_args(args: argparse.Namespace, motion) -> JobSpec:
-    for name in ("image", "import_gaussians"):
+    for name in ("image", "import_gaussians", "reference_pose"):
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"{name.replace('_', '-')} file not found: {value}")
@@ -68,7 +74,19 @@ def spec_from_args(args: argparse.Namespace, motion) -> JobSpec:
         reference_frame=args.reference_frame,
         import_gaussians=None if args.import_gaussians is None else str(Path(args.import_gaussians).resolve()),
         renders=args.renders,
+        extras=_reconstruct_extras(args),
     )
+
+
+def _reconstruct_extras(args: argparse.Namespace) -> dict:
+    extras: dict = {}
+    if args.align:
+        extras["align"] = True
+    if args.import_pose != "auto":
+        extras["import_pose"] = args.import_pose
+    if args.reference_pose is not None:
+        extras["reference_pose"] = str(Path(args.reference_pose).resolve())
+    return extras
 
 
 def log_progress(event: ProgressEvent) -> None:

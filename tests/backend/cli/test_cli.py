@@ -133,3 +133,18 @@ def test_animate_with_renders_writes_previews(tmp_path, motion_file, capsys):
         # the subject is there (not a blank frame): many pixels differ from the background
         background = np.array([0.12, 0.13, 0.16]) * 255
         assert (np.abs(image - background).sum(-1) > 30).mean() > 0.02
+
+
+def test_reconstruction_flags_reach_the_job(tmp_path, motion_file):
+    from backend.cli import build_parser
+    from backend.cli.animate import spec_from_args
+    from backend.motion import load_motion
+
+    args = build_parser().parse_args(["animate", "--motion", str(motion_file), "--out", str(tmp_path / "o"),
+                                      "--align", "--import-pose", "apose", "--reference-pose", str(motion_file)])
+    spec = spec_from_args(args, load_motion(motion_file))
+    assert spec.extras == {"align": True, "import_pose": "apose", "reference_pose": str(motion_file.resolve())}
+    args = build_parser().parse_args(["animate", "--motion", str(motion_file), "--out", str(tmp_path / "o"),
+                                      "--reference-pose", str(tmp_path / "missing.npz")])
+    with pytest.raises(FileNotFoundError, match="reference-pose"):
+        spec_from_args(args, load_motion(motion_file))
