@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from backend.gaussians.rotations import quaternion_to_matrix
+
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0
 TRANSMITTANCE_MIN = 1e-4
@@ -46,14 +48,7 @@ SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.37317633
 
 
 # ---- per-Gaussian geometry ---------------------------------------------------------------------------------
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices from (w, x, y, z) quaternions (normalised here). [N, 4] -> [N, 3, 3]"""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
+quat_to_rotmat = quaternion_to_matrix  # the renderer's name for it
 
 
 def covariances_3d(quats: Tensor, scales: Tensor) -> Tensor:
