@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    cases = [(10_000, 81, 4), (40_000, 81, 4), (100_000, 81, 2), (100_000, 81, 4), (100_000, 81, 8)]
+    cases = [(10_000, 81, 8), (40_000, 81, 8), (100_000, 81, 4), (100_000, 81, 8), (100_000, 81, 16)]
     print("| Gaussians | frames | frames/chunk | median s | min s | peak RSS MiB | RSS added MiB | threads |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, frames, chunk in cases:
