@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINAL_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
 KNOWN_ENTRIES = frozenset({"spec.json", "state.json", "inputs", "output"})
+# The fit stage's resumable state next to output/ (backend.train.loop.checkpoint_root): a job killed while
+# it exists is queued again at restart and picks up from its last checkpoint.
+CHECKPOINT_ENTRY = ".output.checkpoint"
 IMAGE_SUFFIXES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
 
 
@@ -182,12 +185,12 @@ class JobStore:
     def frame_paths(self, job_id: str) -> list[Path]:
         return sorted((self.output_dir(job_id) / "frames").glob("frame_*.ply"))
 
-    def discard_partial(self, job_id: str) -> list[str]:
+    def discard_partial(self, job_id: str, *, keep_checkpoint: bool = False) -> list[str]:
         """Remove leftovers of an interrupted write in a job folder (temporary siblings of output/ or of
-        state.json); returns the removed names."""
+        state.json, and the fit checkpoint unless ``keep_checkpoint``); returns the removed names."""
         removed = []
         for entry in self.job_dir(job_id).iterdir():
-            if entry.name in KNOWN_ENTRIES:
+            if entry.name in KNOWN_ENTRIES or (keep_checkpoint and entry.name == CHECKPOINT_ENTRY):
                 continue
             if entry.name.startswith(".") or entry.name.startswith("output"):
                 if entry.is_dir():
@@ -201,8 +204,9 @@ class JobStore:
         """Repair the folders after an unclean stop. Call once at server start, before any worker runs.
 
         A job left ``running`` becomes ``done`` when its output is complete (the server died between the
-        rename and the state write), else ``interrupted``; partial writes are deleted; a ``done`` job whose
-        output is missing becomes ``failed``. Unfinished ``.tmp-*`` job folders are deleted.
+        rename and the state write), is queued again when its fit stage left a checkpoint (it resumes from
+        it), else becomes ``interrupted``; partial writes are deleted; a ``done`` job whose output is missing
+        becomes ``failed``. Unfinished ``.tmp-*`` job folders are deleted.
 
         Returns:
             (all job ids, ids still ``queued`` that should be queued again), oldest first.
@@ -219,14 +223,20 @@ class JobStore:
                 log.warning("job %s: unreadable state.json (%s); marking interrupted", job_id, exc)
                 state = {"state": "running"}
                 write_json_atomic(self.job_dir(job_id) / "state.json", state)
-            removed = self.discard_partial(job_id)
+            current = state.get("state")
+            resumable = (current == "running" and not self.is_complete(job_id)
+                         and (self.job_dir(job_id) / CHECKPOINT_ENTRY).is_dir())
+            removed = self.discard_partial(job_id, keep_checkpoint=resumable)
             if removed:
                 log.info("job %s: removed partial files %s", job_id, removed)
-            current = state.get("state")
             if current == "running":
                 if self.is_complete(job_id):
                     self.update_state(job_id, state="done", finished=time.time(), fraction=1.0,
                                       message="finished (recovered after restart)")
+                elif resumable:
+                    self.update_state(job_id, state="queued", fraction=0.0,
+                                      message="resuming from its checkpoint after a server restart")
+                    queued.append(job_id)
                 else:
                     self.update_state(job_id, state="interrupted", finished=time.time(),
                                       error="the server stopped while the job was running")

@@ -88,3 +88,24 @@ def test_spec_json_has_no_arrays(tmp_path):
     job = _create(store)
     spec = json.loads((tmp_path / job / "spec.json").read_text())
     assert spec["motion"] == "inputs/motion.npz" and spec["image"] is None
+
+
+def test_recover_requeues_a_running_job_that_left_a_fit_checkpoint(tmp_path):
+    from backend.jobstore import CHECKPOINT_ENTRY
+
+    store = JobStore(tmp_path)
+    resumable, plain = _create(store), _create(store)
+    for job in (resumable, plain):
+        store.update_state(job, state="running")
+        (tmp_path / job / ".output.tmp-7-0").mkdir()
+    checkpoint = tmp_path / resumable / CHECKPOINT_ENTRY / "fit"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.pt").write_bytes(b"x")
+    (tmp_path / plain / CHECKPOINT_ENTRY).mkdir()  # a stale checkpoint of a job that is not resumed below
+    store.update_state(plain, state="cancelled")
+    ids, queued = store.recover()
+    assert queued == [resumable]
+    assert store.state(resumable)["state"] == "queued"
+    assert (checkpoint / "state.pt").read_bytes() == b"x"
+    assert not (tmp_path / resumable / ".output.tmp-7-0").exists()
+    assert store.state(plain)["state"] == "cancelled" and not (tmp_path / plain / CHECKPOINT_ENTRY).exists()
