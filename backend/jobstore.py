@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from backend.jobs import write_json
+
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -40,18 +42,8 @@ IMAGE_SUFFIXES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` via a temporary sibling, fsync and rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=1, allow_nan=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write ``obj`` as JSON atomically (``backend.jobs.write_json``), rejecting NaN/inf."""
+    write_json(path, obj, allow_nan=False)
 
 
 def _fsync_dir(path: Path) -> None:
