@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +31,18 @@ FRAMES_PER_CHUNK = 32
 
 
 class _Timer:
-    """Collects wall-clock seconds per stage for result.json."""
+    """Collects wall-clock seconds per stage for result.json: ``with timer.stage(name): ...``."""
 
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
 
-    def stage(self, name: str) -> _TimerStage:
-        return _TimerStage(self, name)
-
-
-class _TimerStage:
-    def __init__(self, timer: _Timer, name: str) -> None:
-        self.timer, self.name = timer, name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timer.timings[self.name] = round(self.timer.timings.get(self.name, 0.0)
-                                              + time.perf_counter() - self.start, 4)
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
 def motion_tensors(spec: JobSpec, body: BodyModel) -> dict[str, torch.Tensor | None]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from backend.gaussians.container import SH_C0
 from backend.gaussians.rotations import quaternion_to_matrix
 
 ALPHA_MAX = 0.999
@@ -40,7 +41,6 @@ EPS_2D = 0.3
 _EXTEND_MAX = 3.33
 _LOG_T_MIN = math.log(TRANSMITTANCE_MIN)
 
-SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
