@@ -11,7 +11,8 @@ import logging
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import bake, body_rig, client, preferences, rig_export, session, splat_import
+from . import bake, body_rig, preferences, rig_export, session, splat_import
+from .wire import client
 
 log = logging.getLogger(__name__)
 

@@ -245,7 +245,7 @@ def sample_rig(scene, armature_obj, binding: RigBinding, frames: list[int]):
 
 def export_motion(scene, armature_obj, frame_start: int, frame_end: int,
                   binding: RigBinding | None = None) -> dict[str, np.ndarray]:
-    """Export the armature's pose over ``[frame_start, frame_end]`` as a motion (DESIGN.md §3).
+    """Export the armature's pose over ``[frame_start, frame_end]`` as a motion (docs/design.md §3).
 
     Args:
         scene: The scene whose frames are sampled.

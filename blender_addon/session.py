@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import client, convert, protocol, rig_export, splat_import
+from . import convert, rig_export, splat_import
+from .wire import client, protocol
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def backend_running() -> bool:
 # Building a job from the scene
 
 def camera_json(scene, camera_obj) -> dict:
-    """A Blender camera object -> the camera JSON contract (DESIGN.md §3) at the scene's current frame."""
+    """A Blender camera object -> the camera JSON contract (docs/design.md §3) at the scene's current frame."""
     cam = camera_obj.data
     if cam.type != "PERSP":
         raise SessionError(f"reference camera '{camera_obj.name}' must be a perspective camera, got {cam.type}")

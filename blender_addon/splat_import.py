@@ -171,7 +171,7 @@ def splat_attributes(vertices: np.ndarray, path: str = "PLY") -> dict[str, np.nd
 
 def write_3dgs_ply(path: str | os.PathLike, means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray,
                    opacity_logits: np.ndarray, sh: np.ndarray) -> None:
-    """Write the standard 3DGS PLY layout (DESIGN.md §3) with numpy, atomically (temporary file + rename).
+    """Write the standard 3DGS PLY layout (docs/design.md §3) with numpy, atomically (temporary file + rename).
 
     Args:
         path: Output file.

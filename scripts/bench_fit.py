@@ -24,8 +24,8 @@ def build(num_gaussians: int, width: int, height: int, frames: int, device: torc
     from backend.reconstruct import sample_body_gaussians
     from backend.render import RenderSettings, diagonal_trajectory, frame_subject, render
     from backend.train.dataset import VideoClip, VideoDataset, even_motion_frames
-    from backend.train.loop import field_config_for
-    from backend.train.presets import preset
+    from backend.stages.presets import field_config_for
+    from backend.stages.presets import preset
 
     body = load_body_model("default")
     motion = builtin_motion("walk", body, frames=frames)
@@ -50,13 +50,13 @@ def build(num_gaussians: int, width: int, height: int, frames: int, device: torc
 
 
 def time_steps(device: torch.device, args) -> dict:
-    from backend.train.fit import create_fit_state, fit_step
+    from backend.train.field_fit import create_fit_state, fit_step
     from backend.train.losses import stillness_weights
-    from backend.train.loop import BACKGROUND
-    from backend.train.fit import FitSettings
+    from backend.stages.presets import BACKGROUND
+    from backend.train.field_fit import FieldFitSettings
 
     canonical, transforms, dataset, field_ = build(args.gaussians, args.size, args.size, 33, device, None)
-    settings = FitSettings(iterations=1000, background=BACKGROUND)
+    settings = FieldFitSettings(iterations=1000, background=BACKGROUND)
     state = create_fit_state(field_, settings, 0)
     weights = stillness_weights(canonical, settings.identity_weight, settings.body_weight)
     fit_step(state, canonical, transforms, dataset, settings, weights)  # warm-up
@@ -75,14 +75,14 @@ def time_steps(device: torch.device, args) -> dict:
 
 
 def time_preview_fit(device: torch.device, args) -> dict:
-    from backend.train.fit import create_fit_state, fit_field
-    from backend.train.loop import fit_settings_for
-    from backend.train.presets import preset
+    from backend.train.field_fit import create_fit_state, fit_field
+    from backend.stages.presets import field_fit_settings_for
+    from backend.stages.presets import preset
 
     p = preset("preview")
     iterations = args.preview_iterations or p.iterations
     canonical, transforms, dataset, field_ = build(args.preview_gaussians, p.width, p.height, 33, device, "preview")
-    settings = fit_settings_for(p, iterations=iterations)
+    settings = field_fit_settings_for(p, iterations=iterations)
     state = create_fit_state(field_, settings, 0)
     t0 = time.perf_counter()
     fit_field(state, canonical, transforms, dataset, settings)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.body import load_body_model  # noqa: E402
 from backend.motion.builtin import builtin_motion  # noqa: E402
 from backend.motion.skinning import skin_gaussians  # noqa: E402
-from backend.reconstruct.fit import (  # noqa: E402
-    fit_settings_for,
+from backend.reconstruct.photo_fit import (  # noqa: E402
+    photo_fit_settings_for,
     masked_psnr,
     reconstruct_photo,
     silhouette_iou,
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> dict:
 
     warnings: list[str] = []
     view = load_reference_view(image_path, camera, body, motion, 0, warnings)
-    fit_settings = fit_settings_for(args.quality)
+    fit_settings = photo_fit_settings_for(args.quality)
     changes = {k: v for k, v in (("iterations", args.iterations), ("resolution", args.resolution)) if v is not None}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -143,7 +143,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     p.add_argument("--resolution", type=int, default=None, help="override the preset's fit resolution")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override any FitSettings field, e.g. --set lr_offset=0.005")
+                   help="override any PhotoFitSettings field, e.g. --set lr_offset=0.005")
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--motion", default="walk", choices=("walk", "twirl"))

@@ -27,7 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.client import Client, ServiceTimeout  # noqa: E402
+from backend.wire.client import Client, ServiceTimeout  # noqa: E402
 
 BYTES_PER_GAUSSIAN = 4 * (3 + 4 + 3 + 1 + 3)  # means, quats, log_scales, opacity_logits, sh (K=1)
 

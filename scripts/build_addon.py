@@ -23,6 +23,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from vendor_wire import vendor_wire
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = REPO / "blender_manifest.toml"
 ADDON_DIR = REPO / "blender_addon"
@@ -48,7 +50,8 @@ def find_blender_ext() -> Path:
 def stage(staging: Path, download_wheels: bool) -> dict:
     """Copy the manifest and the add-on into ``staging``; returns the parsed manifest."""
     manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
-    shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "wire"))
+    vendor_wire(staging)  # the wire package is backend/wire, vendored into the extension, never a committed copy
     shutil.copy2(MANIFEST, staging / "blender_manifest.toml")
     missing = [w for w in manifest.get("wheels", []) if not (staging / w).is_file()]
     if missing and download_wheels:

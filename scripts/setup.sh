@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up of the two Python environments (DESIGN.md §1):
+# Idempotent set-up of the two Python environments (docs/design.md §1):
 #   .venv          the backend: torch first, then the project with its test extras
 #   .venv-blender  the add-on's test environment: bpy (pins numpy<2), pyzmq, pytest — never torch
 #
@@ -50,4 +50,6 @@ if [ "${ANI3D_SKIP_BLENDER_ENV:-0}" != "1" ]; then
     echo "$blender_stamp" > .venv-blender/.ani3d-stamp
   fi
 fi
+# The add-on runs backend/wire, vendored into blender_addon/wire/ (git ignores the copy).
+"$PY" scripts/vendor_wire.py >/dev/null
 echo "[setup] ready"

@@ -17,6 +17,10 @@ export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$HOME" "$XDG_CACHE_HOME" "$XDG_CONFIG_HOME" "$HF_HOME" "$BLENDER_USER_RESOURCES"
 
 status=0
+# The house rules: no import cycle between backend modules (prints each strongly connected component).
+echo "[test] import graph of backend/"
+.venv/bin/python scripts/check_imports.py || { echo "[test] import cycles in backend/ — failing"; status=1; }
+
 run_tier() {  # name python dir [pytest args...]
   local name=$1 py=$2 dir=$3; shift 3
   echo "[test] tier '$name': $dir"

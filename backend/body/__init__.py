@@ -19,7 +19,7 @@ def load_body_model(name_or_path: str | Path = "default") -> BodyModel:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        backend.errors.InputError: the file is not an SMPL-family model.
+        backend.core.errors.InputError: the file is not an SMPL-family model.
     """
     if str(name_or_path) == "default":
         return _default_body()

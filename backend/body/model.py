@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from backend.body.lbs import axis_angle_to_matrix, forward_kinematics, skin_points
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 NUM_BODY_JOINTS = 21
 NUM_HAND_JOINTS = 30

@@ -1,7 +1,7 @@
 """Body parts: the labels the preserve mask and the regularisers are built from.
 
 A part is assigned from the joint that dominates a point's skinning weights. Identity-critical parts
-(face/hair, hands, shoes) are what the sampler's preserve mask keeps (METHOD.md §5).
+(face/hair, hands, shoes) are what the sampler's preserve mask keeps (docs/method.md §5).
 """
 
 from __future__ import annotations

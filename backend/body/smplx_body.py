@@ -14,7 +14,7 @@ from torch import Tensor
 
 from backend.body.model import NUM_BETAS, BodyModel
 from backend.body.parts import SMPL_JOINT_NAMES, SMPLH_JOINT_NAMES, SMPLX_JOINT_NAMES
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 _LAYOUTS = {
     # joints -> (names, hand joint indices or None)

@@ -7,10 +7,10 @@ import json
 import logging
 from pathlib import Path
 
-from backend.errors import InputError
-from backend.jobs import QUALITY_PRESETS, JobSpec
+from backend.core.errors import InputError
+from backend.stages.job import QUALITY_PRESETS, JobSpec
 from backend.motion import load_motion
-from backend.progress import ProgressEvent
+from backend.core.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def log_progress(event: ProgressEvent) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.pipeline import animate
+    from backend.stages.animate import animate
 
     motion = load_motion(args.motion)
     spec = spec_from_args(args, motion)

@@ -33,9 +33,9 @@ def run_photo_demo(args: argparse.Namespace, body, out: Path) -> None:
     import json
 
     from backend.cli.demo_photo import write_reference_photo
-    from backend.jobs import JobSpec
+    from backend.stages.job import JobSpec
     from backend.motion.builtin import builtin_motion
-    from backend.pipeline import animate
+    from backend.stages.animate import animate
 
     walk = builtin_motion("walk", body, frames=args.frames)
     photo, camera = write_reference_photo(body, walk, out / "photo_input", frame=0, seed=args.seed)
@@ -48,9 +48,9 @@ def run_photo_demo(args: argparse.Namespace, body, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backend.body import load_body_model
-    from backend.errors import InputError
+    from backend.core.errors import InputError
     from backend.motion.builtin import builtin_motion
-    from backend.pipeline import animate
+    from backend.stages.animate import animate
 
     if args.frames < 1:
         raise InputError(f"frames: expected ≥ 1, got {args.frames}")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.photo_demo:
         run_photo_demo(args, body, out)
     if args.fit_demo:
-        from backend.train.recovery_demo import write_recovery_demo
+        from backend.cli.demo_recovery import write_recovery_demo
 
         log.info("demo: residual-field recovery scene (truth vs rigid vs fitted)")
         metrics = write_recovery_demo(out / "fit_recovery")

@@ -10,7 +10,7 @@ import json
 import sys
 
 from backend.diffusion import registry
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 
 def add_parser(subparsers) -> None:
@@ -29,25 +29,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def status_dicts(cache_dir: str | None = None) -> list[dict]:
-    """JSON-ready status of every supported model (also what the server reports in its hello reply)."""
-    return [
-        {
-            "id": s.info.repo_id,
-            "kind": s.info.kind,
-            "size_class": s.info.size_class,
-            "params_b": s.info.params_b,
-            "default_cfg": s.info.default_cfg,
-            "present": s.present,
-            "path": str(s.path) if s.path is not None else None,
-            "missing": list(s.missing) if not s.present else [],
-            "download": None if s.present else registry.download_command(s.info.repo_id),
-            "note": s.info.note,
-        }
-        for s in registry.model_status(cache_dir)
-    ]
-
-
 def run(args: argparse.Namespace) -> int:
     if args.download and not args.allow_download:
         raise InputError("--download: downloading needs --allow-download (nothing is fetched without it)")
@@ -57,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--download: {repo_id!r} is not a supported model; supported: {known}")
         path = registry.resolve_model_path(repo_id, allow_download=True, cache_dir=args.cache_dir)
         print(f"{repo_id}: present at {path}", file=sys.stderr)
-    rows = status_dicts(args.cache_dir)
+    rows = registry.status_dicts(args.cache_dir)
     if args.json:
         print(json.dumps({"models": rows}, indent=2))
         return 0

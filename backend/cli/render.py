@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.server import ServerSettings, make_keys, serve
+    from backend.service import ServerSettings, make_keys, serve
 
     if args.make_keys:
         for path in make_keys(Path(args.make_keys)):

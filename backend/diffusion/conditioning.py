@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 # COCO-18 keypoints in OpenPose order.
 OPENPOSE_KEYPOINTS = (

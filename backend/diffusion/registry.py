@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.errors import CapabilityError, InputError
+from backend.core.errors import CapabilityError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -251,3 +251,22 @@ def check_runnable(folder: Path, device: str) -> float:
 def validate_kind(kind: str | None) -> None:
     if kind is not None and kind not in KINDS:
         raise InputError(f"prior kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def status_dicts(cache_dir: str | None = None) -> list[dict]:
+    """JSON-ready status of every supported model (also what the server reports in its hello reply)."""
+    return [
+        {
+            "id": s.info.repo_id,
+            "kind": s.info.kind,
+            "size_class": s.info.size_class,
+            "params_b": s.info.params_b,
+            "default_cfg": s.info.default_cfg,
+            "present": s.present,
+            "path": str(s.path) if s.path is not None else None,
+            "missing": list(s.missing) if not s.present else [],
+            "download": None if s.present else download_command(s.info.repo_id),
+            "note": s.info.note,
+        }
+        for s in model_status(cache_dir)
+    ]

@@ -20,18 +20,18 @@ from torch import Tensor
 from backend.diffusion import conditioning
 from backend.diffusion.sampling import flow_sigmas, sample_self_guided
 from backend.diffusion.wan import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, WanPrior, check_video_size
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
 StageReport = Callable[..., None]
-"""``report(fraction, message)`` with fraction in [0, 1] of this stage, e.g. ``backend.progress.StageProgress``.
-May raise ``backend.errors.Cancelled``; it is called before any heavy work and after every sampler step."""
+"""``report(fraction, message)`` with fraction in [0, 1] of this stage, e.g. ``backend.core.progress.StageProgress``.
+May raise ``backend.core.errors.Cancelled``; it is called before any heavy work and after every sampler step."""
 
 
 @dataclass(frozen=True)
 class RestoreSettings:
-    """Sampler settings for one restoration (METHOD.md §5).
+    """Sampler settings for one restoration (docs/method.md §5).
 
     Attributes:
         steps: Sampler steps N (the authors: 10-36).
@@ -81,7 +81,7 @@ class RestoreConditions:
     """What the restoration is conditioned on: given directly, or as 3D state rendered with the cameras.
 
     Attributes:
-        prompt: Text prompt (METHOD.md §4's default).
+        prompt: Text prompt (docs/method.md §4's default).
         negative_prompt: Negative prompt (CFG's unconditional branch).
         prompt_embeds: Precomputed prompt embeddings [1, L, D]; with ``negative_prompt_embeds`` the text
             encoder is never used.

@@ -65,7 +65,7 @@ class StepInfo:
 
 
 StepCallback = Callable[[StepInfo], None]
-"""Called after every step; raising (e.g. ``backend.errors.Cancelled``) stops the sampler at once."""
+"""Called after every step; raising (e.g. ``backend.core.errors.Cancelled``) stops the sampler at once."""
 
 GuidanceSchedule = Union[Literal["linear", "constant"], Callable[[int, float], float]]
 """``"linear"``: λ_i = λ·(1−σ_i) (released code); ``"constant"``: λ_i = λ; or ``f(i, σ_i) -> factor``,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from backend.diffusion import registry
-from backend.errors import CapabilityError, InputError
+from backend.core.errors import CapabilityError, InputError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The Gaussians container: raw, unconstrained parameters plus the binding to the body.
 
-Conventions (DESIGN.md §3): ``quats`` are (w, x, y, z) and need not be unit (normalise before use),
+Conventions (docs/design.md §3): ``quats`` are (w, x, y, z) and need not be unit (normalise before use),
 ``log_scales`` are natural logs of the three standard deviations, ``opacity_logits`` go through a sigmoid,
 ``sh`` holds spherical-harmonic coefficients in the 3DGS convention (degree 0 is ``(rgb - 0.5) / SH_C0``).
 """

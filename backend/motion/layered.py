@@ -1,4 +1,4 @@
-"""Layered motion (METHOD.md §1, §6): canonical Gaussians + residual field at time t -> skinning -> posed frame.
+"""Layered motion (docs/method.md §1, §6): canonical Gaussians + residual field at time t -> skinning -> posed frame.
 
 ``mu(t) = LBS_t(mu_c + Δp(mu_c, t))``, ``r(t) = q_blend(t) ⊗ Δq ⊗ r_c``, scale ``s_c + Δs`` (canonical space,
 the default), or with ``FieldConfig.space == "posed"`` the residual is added after skinning. Without a field

@@ -1,4 +1,4 @@
-"""Motion files: the AMASS SMPL-X npz contract (DESIGN.md §3) and the layouts it is read from.
+"""Motion files: the AMASS SMPL-X npz contract (docs/design.md §3) and the layouts it is read from.
 
 Accepted layouts (arrays in an ``.npz``):
 - SMPL-X (AMASS): ``root_orient [F,3]``, ``pose_body [F,63]``, optional ``pose_hand [F,90]``, ``trans [F,3]``,
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 DEFAULT_FPS = 30.0
 

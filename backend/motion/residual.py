@@ -1,4 +1,4 @@
-"""The residual non-rigid field (METHOD.md §6): a HexPlane + small MLP heads -> Δposition, Δrotation, Δscale.
+"""The residual non-rigid field (docs/method.md §6): a HexPlane + small MLP heads -> Δposition, Δrotation, Δscale.
 
 Six 2-D multi-resolution feature planes over the coordinate pairs of (x, y, z, t) — xy, xz, yz (space) and
 xt, yt, zt (space-time) — are sampled bilinearly at a Gaussian's *canonical* position (normalised to [−1, 1] by
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.motion.skinning import quaternion_multiply
 
 CONFIG_NAME = "config.json"

@@ -1,4 +1,4 @@
-"""The rigid layer: linear blend skinning of Gaussians (METHOD.md §1-2).
+"""The rigid layer: linear blend skinning of Gaussians (docs/method.md §1-2).
 
 ``mu = Σ_k w_k A_k(θ) mu_c``; rotation ``r = quat(R_blend) ⊗ r_c`` where ``R_blend`` is the rotation part of
 the blended transform, re-orthonormalised; scale, opacity and colour are unchanged (so the covariance
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from backend.gaussians import Gaussians
-from backend.gaussians.rotations import (  # noqa: F401  (re-exported: backend.motion's public names)
+from backend.core.rotations import (  # noqa: F401  (re-exported: backend.motion's public names)
     matrix_to_quaternion,
     quaternion_multiply,
     quaternion_to_matrix,

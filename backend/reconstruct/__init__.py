@@ -1,97 +1,14 @@
-"""Reference image -> canonical Gaussians bound to the body; default surface sampling; PLY import.
+"""One reference photo (or an imported LHM / 3DGS PLY) -> canonical Gaussians bound to the body.
 
-``subject_from_spec`` is the pipeline's entry point (``backend.pipeline.canonical_gaussians``): it imports a
-canonical 3DGS PLY when the job names one, otherwise it reconstructs the person in the reference image.
+The job-level entry point that picks import, photo fit or default sampling is
+``backend.stages.subject.canonical_gaussians``; this package knows nothing of jobs.
 """
 
-from __future__ import annotations
-
-import logging
-from pathlib import Path
-
-import torch
-
+from backend.reconstruct.importer import ImportSettings, import_gaussians
+from backend.reconstruct.inputs import ReferenceView, load_reference_view
+from backend.reconstruct.photo_fit import PhotoFitSettings, photo_fit_settings_for, reconstruct_photo
 from backend.reconstruct.surface import sample_body_gaussians, sample_surface, triangle_areas_normals
 
-log = logging.getLogger(__name__)
-
-
-def subject_from_spec(spec, body, generator: torch.Generator, report, warnings: list[str]):
-    """The job's subject in the body's rest pose, bound to the body (imported or reconstructed from the photo).
-
-    Job fields used: ``import_gaussians`` (PLY path; wins over ``image``), ``image``, ``camera``,
-    ``reference_frame``, ``gaussians``, ``quality``; ``extras``: ``align`` (bool, refine the body's global
-    scale/translation to the silhouette first), ``import_pose`` (``auto`` | ``rest`` | ``apose``),
-    ``import_a_pose_degrees`` (shoulder angle of the A-pose, default 45),
-    ``reference_pose`` (a motion file whose frame ``reference_frame`` (default 0) is the pose of the photo,
-    instead of the job's motion).
-
-    Args:
-        spec: ``backend.jobs.JobSpec``.
-        body: The body model.
-        generator: Source of every random draw.
-        report: ``report(fraction, message, preview=None)`` (a StageProgress); may raise Cancelled.
-        warnings: Human-readable warnings are appended here.
-
-    Returns:
-        Gaussians in the body's rest pose with ``skin_weights [N, body.num_joints]``, ``part_ids``, ``loose``.
-
-    Raises:
-        InputError: bad image / camera / pose / PLY (one line naming the field).
-    """
-    from backend.errors import InputError
-    from backend.reconstruct.fit import fit_settings_for, reconstruct_photo
-    from backend.reconstruct.importer import ImportSettings, import_gaussians
-    from backend.reconstruct.inputs import load_reference_view
-
-    extras = dict(spec.extras or {})
-    betas = torch.as_tensor(spec.motion.betas, dtype=body.dtype)
-    if spec.import_gaussians is not None:
-        if spec.image is not None:
-            warnings.append("image: ignored because import_gaussians is given (the imported Gaussians are used)")
-        report(0.0, f"importing {Path(spec.import_gaussians).name}")
-        try:
-            degrees = float(extras.get("import_a_pose_degrees", 45.0))
-        except (TypeError, ValueError):
-            raise InputError("import_a_pose_degrees: expected a number, "
-                             f"got {extras['import_a_pose_degrees']!r}") from None
-        settings = ImportSettings(pose=str(extras.get("import_pose", "auto")), a_pose_degrees=degrees)
-        canonical = import_gaussians(spec.import_gaussians, body, betas, settings, warnings)
-        report(1.0, f"imported {canonical.num_gaussians} Gaussians")
-        return canonical
-
-    motion = spec.motion
-    if extras.get("reference_pose") is not None:
-        from backend.motion import load_motion
-
-        path = Path(str(extras["reference_pose"]))
-        if not path.is_file():
-            raise InputError(f"reference_pose: file not found: {path}")
-        motion = load_motion(path)
-    report(0.0, "loading the reference image")
-    view = load_reference_view(spec.image, spec.camera, body, motion, spec.reference_frame, warnings)
-    if extras.get("align"):
-        from backend.reconstruct.align import align_to_silhouette
-
-        report(0.02, "aligning the body to the silhouette")
-        view, info = align_to_silhouette(view, body.faces, generator=generator)
-        if info["applied"]:
-            warnings.append(f"align: body scaled by {info['scale']:.3f} and moved by "
-                            f"{[round(v, 3) for v in info['translation']]} m to fit the silhouette "
-                            f"(IoU {info['iou_before']:.2f} -> {info['iou_after']:.2f})")
-    settings = fit_settings_for(spec.quality)
-    if settings.max_gaussians is not None and spec.gaussians > settings.max_gaussians:
-        warnings.append(f"gaussians: quality '{spec.quality}' fits at most {settings.max_gaussians} Gaussians "
-                        f"(asked for {spec.gaussians})")
-    rec = reconstruct_photo(view, body, betas, spec.gaussians, generator, settings,
-                            lambda f, msg, preview=None: report(0.05 + 0.9 * f, msg, preview))
-    m = rec.fit.metrics
-    if m["iou"] < 0.9:
-        warnings.append(f"reconstruct: the fit covers the photo's silhouette poorly (IoU {m['iou']:.2f}); check the "
-                        "camera and the reference pose, or enable alignment")
-    report(1.0, f"reconstructed {rec.canonical.num_gaussians} Gaussians: masked PSNR {m['psnr']:.1f} dB, "
-                f"IoU {m['iou']:.3f}, {100 * float(rec.seen.float().mean()):.0f}% seen")
-    return rec.canonical
-
-
-__all__ = ["sample_body_gaussians", "sample_surface", "subject_from_spec", "triangle_areas_normals"]
+__all__ = ["ImportSettings", "PhotoFitSettings", "ReferenceView", "import_gaussians", "load_reference_view",
+           "photo_fit_settings_for", "reconstruct_photo", "sample_body_gaussians", "sample_surface",
+           "triangle_areas_normals"]

@@ -65,7 +65,7 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
         ``translation``, ``iou_before``, ``iou_after``, ``applied``.
     """
     from backend.motion.skinning import matrix_to_quaternion
-    from backend.reconstruct.fit import crop_view, silhouette_iou
+    from backend.reconstruct.photo_fit import crop_view, silhouette_iou
     from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 
     generator = generator or torch.Generator().manual_seed(0)

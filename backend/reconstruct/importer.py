@@ -24,9 +24,9 @@ from torch import Tensor
 
 from backend.body.model import NUM_BODY_JOINTS, BodyModel
 from backend.body.parts import part_ids_from_weights
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.gaussians import Gaussians, load_ply
-from backend.reconstruct.fit import unpose
+from backend.reconstruct.photo_fit import unpose
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from backend.body.model import BodyModel
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.render.cameras import Cameras
 
 log = logging.getLogger(__name__)

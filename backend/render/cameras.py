@@ -1,4 +1,4 @@
-"""Pinhole cameras in the Blender convention, and the camera JSON of DESIGN.md §3.
+"""Pinhole cameras in the Blender convention, and the camera JSON of docs/design.md §3.
 
 A camera looks down its local −Z axis with +Y up (Blender). ``world_from_camera`` is the camera's object matrix
 in the Blender world (Z up, metres). Intrinsics are in pixels with the image origin at the top-left corner and
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 # Blender camera axes (x right, y up, looking down −z) -> OpenCV camera axes (x right, y down, looking down +z).
 _CV_FROM_BLENDER_CAMERA = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
@@ -200,7 +200,7 @@ class Cameras:
         v = self.fy[:, None] * pc[..., 1] / z + self.cy[:, None]
         return torch.stack([u, v], dim=-1), z
 
-    # ---- JSON (DESIGN.md §3) -----------------------------------------------------------------------------
+    # ---- JSON (docs/design.md §3) -----------------------------------------------------------------------------
     def to_dicts(self) -> list[dict[str, Any]]:
         """One JSON-ready dictionary per camera."""
         out = []
@@ -269,7 +269,7 @@ class Cameras:
 
 
 def load_cameras(path: str | Path) -> Cameras:
-    """Read a camera JSON file: one camera object or ``{"frames": [camera, ...]}`` (DESIGN.md §3).
+    """Read a camera JSON file: one camera object or ``{"frames": [camera, ...]}`` (docs/design.md §3).
 
     Raises:
         InputError: the file is not valid JSON or a field is missing or malformed (the message names it).

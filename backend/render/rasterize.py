@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from backend.gaussians.container import SH_C0
-from backend.gaussians.rotations import quaternion_to_matrix
+from backend.core.rotations import quaternion_to_matrix
 
 ALPHA_MAX = 0.999
 ALPHA_MIN = 1.0 / 255.0

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from backend.errors import CapabilityError, InputError
+from backend.core.errors import CapabilityError, InputError
 from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras
 from backend.render.gsplat_backend import gsplat_unavailable_reason, rasterize_gsplat

@@ -1,6 +1,6 @@
 """Render a sequence of Gaussian frames (an animation) and write the ``renders/<stage>/`` folder.
 
-Folder layout (DESIGN.md §3, ``renders/<stage>/``): ``frame_000000.png`` …, ``cameras.json`` (one camera per
+Folder layout (docs/design.md §3, ``renders/<stage>/``): ``frame_000000.png`` …, ``cameras.json`` (one camera per
 frame, the JSON contract), ``contact_sheet.png`` and ``video.mp4``.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras, save_cameras
 from backend.render.render import RenderSettings, render

@@ -4,7 +4,7 @@ Azimuth convention (Blender world, Z up): azimuth 0° puts the camera on the −
 towards +Y (Blender's front view; the body faces −Y), positive azimuth turns the camera counter-clockwise seen
 from above (90° = camera on +X). Elevation lifts the camera above the look-at point.
 
-Diagonal trajectories (METHOD.md §3, the authors' ``diagloader.py``): 81 frames, frame i has azimuth
+Diagonal trajectories (docs/method.md §3, the authors' ``diagloader.py``): 81 frames, frame i has azimuth
 ``start − 30° + 60°·i/80`` and normalised time ``−1 + 2i/80``; elevation 10°, vertical FoV 40°, look-at the
 body centre, 480×832 portrait (width 480, height 832).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.render.cameras import Cameras, look_at
 
 

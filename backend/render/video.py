@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

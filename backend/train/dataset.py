@@ -7,7 +7,7 @@ reads it)::
       <clip name>/                 one trajectory
         frame_000000.png ...       RGB frames (8-bit PNG)
         mask_000000.png ...        optional: subject mask (8-bit grey, white = subject)
-        cameras.json               {"frames": [camera, ...],            camera JSON (DESIGN.md §3), one per frame
+        cameras.json               {"frames": [camera, ...],            camera JSON (docs/design.md §3), one per frame
                                     "motion_frames": [int, ...],        motion frame shown in each video frame
                                     "num_motion_frames": int,           frames of the whole motion
                                     "times": [float, ...]}              optional: normalised view-time of the
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.render.cameras import Cameras
 
 log = logging.getLogger(__name__)

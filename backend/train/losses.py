@@ -1,4 +1,4 @@
-"""Losses of the field fit (METHOD.md §7): L1, D-SSIM, mask, stillness regulariser, HexPlane TV/time smoothness.
+"""Losses of the field fit (docs/method.md §7): L1, D-SSIM, mask, stillness regulariser, HexPlane TV/time smoothness.
 
 LPIPS needs pretrained weights, which are never downloaded at run time; the SSIM-family term stands in for it.
 """

@@ -32,7 +32,7 @@ from backend.render.cameras import Cameras
 from backend.render.render import RenderSettings, render
 from backend.render.trajectories import cameras_around, diagonal_trajectories, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, even_motion_frames
-from backend.train.fit import FitSettings
+from backend.train.field_fit import FieldFitSettings
 
 _L_HIP = 0  # pose_body joint 0 = left hip
 
@@ -233,14 +233,14 @@ def recovery_field_config(scene: RecoveryScene, **overrides) -> FieldConfig:
     return FieldConfig(**base)
 
 
-def recovery_fit_settings(iterations: int = 300, **overrides) -> FitSettings:
+def recovery_fit_settings(iterations: int = 300, **overrides) -> FieldFitSettings:
     """Fit settings for a short fit on the recovery scene (higher learning rates than the 25k-iteration run)."""
     base = dict(iterations=iterations, grid_lr=(2e-2, 2e-3), mlp_lr=(2e-3, 2e-4), frames_per_step=1,
                 lambda_dssim=0.2, lambda_mask=0.5, identity_weight=1.0, body_weight=0.05, lambda_tv=1e-3,
                 lambda_time=1e-2, background=(1.0, 1.0, 1.0), render_backend="torch", checkpoint_every=0,
                 report_every=25)
     base.update(overrides)
-    return FitSettings(**base)
+    return FieldFitSettings(**base)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ directory unless the caller (scripts/test.sh) already set them — before ``bpy`
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import tempfile
@@ -15,6 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 for _path in (REPO, Path(__file__).resolve().parent):  # the add-on package, and the test helpers
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
+
+# The add-on runs the wire package of the backend, vendored (never committed): refresh it before any import.
+_spec = importlib.util.spec_from_file_location("vendor_wire", REPO / "scripts" / "vendor_wire.py")
+_vendor = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_vendor)
+_vendor.vendor_wire(REPO / "blender_addon")
 
 if not os.environ.get("BLENDER_USER_RESOURCES"):
     _scratch = Path(tempfile.mkdtemp(prefix="ani3d-addon-tests-"))

@@ -1,4 +1,4 @@
-"""Synthetic job result folders (DESIGN.md §3 layout) written with numpy only."""
+"""Synthetic job result folders (docs/design.md §3 layout) written with numpy only."""
 
 from __future__ import annotations
 

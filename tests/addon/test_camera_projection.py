@@ -23,7 +23,7 @@ FIXTURE = Path(__file__).resolve().parents[1] / "backend" / "render" / "data" / 
 
 
 def contract_projection(cam: dict, point: np.ndarray) -> np.ndarray:
-    """DESIGN.md §3: Blender camera (looks down −Z, +Y up); pixels from the top-left, y down."""
+    """docs/design.md §3: Blender camera (looks down −Z, +Y up); pixels from the top-left, y down."""
     local = np.linalg.inv(np.asarray(cam["world_from_camera"], dtype=np.float64)) @ np.append(point, 1.0)
     depth = -local[2]
     return np.array([cam["fx"] * local[0] / depth + cam["cx"], -cam["fy"] * local[1] / depth + cam["cy"]])

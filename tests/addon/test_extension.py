@@ -25,7 +25,8 @@ def test_extension_builds_installs_registers_and_unregisters(tmp_path):
     zips = list(tmp_path.glob("ani3dhuman-*.zip"))
     assert len(zips) == 1
     names = zipfile.ZipFile(zips[0]).namelist()
-    assert {"blender_manifest.toml", "__init__.py", "client.py", "protocol.py", "rig_export.py"} <= set(names)
+    assert {"blender_manifest.toml", "__init__.py", "wire/__init__.py", "wire/client.py", "wire/protocol.py",
+            "rig_export.py"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.startswith("tests")]
     assert sum(n.startswith("wheels/pyzmq-") and "abi3" in n for n in names) >= 1
 

@@ -8,7 +8,7 @@ import torch
 
 from backend.body import axis_angle_to_matrix, load_body_model
 from backend.body.parts import PART_NAMES, part_of_joint
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,7 @@ from backend.diffusion.conditioning import (
     render_pose_video,
     render_preserve_mask,
 )
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras
 from backend.render.render import RenderSettings

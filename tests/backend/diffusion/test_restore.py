@@ -11,7 +11,7 @@ from backend.body.parts import PART_INDEX
 from backend.diffusion.restore import RestoreConditions, RestoreSettings, restore
 from backend.diffusion.wan import WanPrior
 from backend.diffusion.wan_random import save_random_wan
-from backend.errors import Cancelled, InputError
+from backend.core.errors import Cancelled, InputError
 from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras
 

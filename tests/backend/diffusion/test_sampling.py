@@ -17,7 +17,7 @@ from backend.diffusion.sampling import (
     sample_sde,
     sample_self_guided,
 )
-from backend.errors import Cancelled
+from backend.core.errors import Cancelled
 
 pytestmark = pytest.mark.unit
 
@@ -127,7 +127,7 @@ def test_sde_gamma_zero_is_the_ode(small_prior) -> None:
 
 
 def _algorithm1(velocity, y, sigmas, mask, lams, gammas, g):
-    """Algorithm 1 of METHOD.md §5, line by line."""
+    """Algorithm 1 of docs/method.md §5, line by line."""
     s = [float(v) for v in sigmas]
     x = (1 - s[0]) * y + s[0] * torch.randn(y.shape, generator=g)
     for i in range(len(s) - 1):

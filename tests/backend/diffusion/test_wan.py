@@ -17,7 +17,7 @@ from backend.diffusion.wan import (
     vace_mask_latents,
 )
 from backend.diffusion.wan_random import save_random_wan
-from backend.errors import CapabilityError, InputError
+from backend.core.errors import CapabilityError, InputError
 
 pytestmark = pytest.mark.model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.motion import load_motion, motion_from_arrays
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.motion.layered import LayeredMotion, layered_frame
 from backend.motion.residual import (
     FieldConfig,

@@ -10,7 +10,7 @@ import torch
 from backend.gaussians import Gaussians
 from backend.motion.skinning import skin_means_quats
 from backend.reconstruct.backfill import BackfillSettings, fill_unseen
-from backend.reconstruct.fit import (
+from backend.reconstruct.photo_fit import (
     crop_view,
     gaussian_visibility,
     knn,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.gaussians import load_ply, save_ply
-from backend.jobs import JobSpec
+from backend.stages.job import JobSpec
 from backend.motion.builtin import builtin_motion
 from backend.motion.skinning import skin_gaussians
-from backend.pipeline import animate
+from backend.stages.animate import animate
 from backend.reconstruct import sample_body_gaussians
 from backend.reconstruct.importer import (
     ImportSettings,

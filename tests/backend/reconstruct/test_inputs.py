@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.reconstruct.inputs import (
     load_reference_image,
     load_reference_view,

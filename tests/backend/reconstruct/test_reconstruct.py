@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from backend.cli import main
-from backend.errors import Cancelled, InputError
-from backend.jobs import JobSpec
-from backend.reconstruct.fit import FitSettings, masked_psnr, reconstruct_photo, silhouette_iou
+from backend.core.errors import Cancelled, InputError
+from backend.stages.job import JobSpec
+from backend.reconstruct.photo_fit import PhotoFitSettings, masked_psnr, reconstruct_photo, silhouette_iou
 from backend.reconstruct.inputs import load_reference_view
 from backend.render.render import RenderSettings, render
 
@@ -28,7 +28,7 @@ def pose_gaussians(gaussians, transforms):
     return gaussians.replace(means=means[0], quats=quats[0])
 
 
-TEST_FIT = FitSettings(resolution=96, iterations=30, max_gaussians=None, report_every=5)
+TEST_FIT = PhotoFitSettings(resolution=96, iterations=30, max_gaussians=None, report_every=5)
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +115,10 @@ def test_cancel_stops_the_fit(scene, default_body, walk):
 
 @pytest.mark.slow
 def test_pipeline_runs_with_an_image(scene, walk, tmp_path, monkeypatch):
-    from backend.pipeline import animate
-    from backend.reconstruct import fit
+    from backend.stages.animate import animate
+    from backend.reconstruct import photo_fit
 
-    monkeypatch.setitem(fit.QUALITY, "preview", FitSettings(resolution=48, iterations=2, max_gaussians=800))
+    monkeypatch.setitem(photo_fit.QUALITY, "preview", PhotoFitSettings(resolution=48, iterations=2, max_gaussians=800))
     spec = JobSpec(motion=walk, gaussians=5000, image=str(scene["image"]), camera=scene["camera"],
                    reference_frame=0)
     result = animate(spec, tmp_path / "job")
@@ -178,7 +178,7 @@ def test_cli_bad_inputs_exit_2(case, message, scene, walk, tmp_path, capsys):
 
 def test_same_seed_same_result(scene, default_body, walk):
     view = load_reference_view(scene["image"], scene["camera"], default_body, walk, 0, [])
-    settings = FitSettings(resolution=48, iterations=3, max_gaussians=None)
+    settings = PhotoFitSettings(resolution=48, iterations=3, max_gaussians=None)
     runs = [reconstruct_photo(view, default_body, None, 600, torch.Generator().manual_seed(5), settings).canonical
             for _ in range(2)]
     for name in ("means", "quats", "log_scales", "opacity_logits", "sh", "skin_weights"):

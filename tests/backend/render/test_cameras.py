@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.render import (
     Cameras,
     cameras_around,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from backend.errors import CapabilityError, InputError
+from backend.core.errors import CapabilityError, InputError
 from backend.gaussians.container import Gaussians, rgb_to_sh_dc
 from backend.render import Cameras, RenderSettings, render
 from backend.render.cameras import look_at

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.client import Client, ServiceTimeout
+from backend.wire.client import Client, ServiceTimeout
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -117,7 +117,7 @@ def server_process(tmp_path):
 @pytest.fixture
 def local_server(tmp_path):
     """Factory for a server running in a thread of this process (real pipeline unless a runner is given)."""
-    from backend.server import Server, ServerSettings
+    from backend.service import Server, ServerSettings
 
     servers = []
 

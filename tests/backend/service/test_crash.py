@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from backend import protocol
-from backend.client import Client, ServiceError, ServiceTimeout
+from backend.wire import protocol
+from backend.wire.client import Client, ServiceError, ServiceTimeout
 
 from .conftest import tiny_motion
 

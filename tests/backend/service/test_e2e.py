@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from backend import protocol
-from backend.client import Client
+from backend.wire import protocol
+from backend.wire.client import Client
 from backend.gaussians import load_ply
 
 from .conftest import REPO, service_env, tiny_motion
@@ -25,8 +25,8 @@ import shutil, sys, pathlib, numpy as np
 pkg = pathlib.Path(sys.argv[1]) / "addon_pkg"
 pkg.mkdir()
 (pkg / "__init__.py").write_text("")
-for name in ("protocol.py", "client.py"):
-    shutil.copy(pathlib.Path(sys.argv[2]) / "blender_addon" / name, pkg / name)
+for name in ("protocol.py", "client.py"):  # what scripts/vendor_wire.py puts into the add-on
+    shutil.copy(pathlib.Path(sys.argv[2]) / "backend" / "wire" / name, pkg / name)
 sys.path.insert(0, sys.argv[1])
 from addon_pkg.client import Client
 assert "torch" not in sys.modules and "backend" not in sys.modules

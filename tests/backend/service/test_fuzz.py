@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zmq
 
-from backend import protocol
-from backend.client import Client
+from backend.wire import protocol
+from backend.wire.client import Client
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.jobstore import JobStore, write_json_atomic
+from backend.service.jobstore import JobStore, write_json_atomic
 
 from .conftest import tiny_motion
 
@@ -91,7 +91,7 @@ def test_spec_json_has_no_arrays(tmp_path):
 
 
 def test_recover_requeues_a_running_job_that_left_a_fit_checkpoint(tmp_path):
-    from backend.jobstore import CHECKPOINT_ENTRY
+    from backend.service.jobstore import CHECKPOINT_ENTRY
 
     store = JobStore(tmp_path)
     resumable, plain = _create(store), _create(store)

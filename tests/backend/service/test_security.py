@@ -9,10 +9,10 @@ import pytest
 import zmq
 import zmq.auth
 
-from backend.client import Client, CurveKeys, ServiceTimeout
-from backend.errors import InputError
-from backend.security import check_endpoint, is_loopback_endpoint, load_allowed_clients, make_keys
-from backend.server import ServerSettings
+from backend.wire.client import Client, CurveKeys, ServiceTimeout
+from backend.core.errors import InputError
+from backend.service.security import check_endpoint, is_loopback_endpoint, load_allowed_clients, make_keys
+from backend.service import ServerSettings
 
 from .conftest import REPO, service_env
 
@@ -96,7 +96,7 @@ def test_curve_allows_listed_keys_and_ignores_others(tmp_path, local_server):
     raw = ctx.socket(zmq.DEALER)
     raw.curve_serverkey, raw.curve_publickey, raw.curve_secretkey = good.server_public, intruder_public, intruder_secret
     raw.connect(server.endpoint)
-    from backend import protocol
+    from backend.wire import protocol
 
     raw.send_multipart(protocol.request("hello"))
     assert raw.poll(1000) == 0

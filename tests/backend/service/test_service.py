@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend import protocol
-from backend.client import Client, ServiceError
+from backend.wire import protocol
+from backend.wire.client import Client, ServiceError
 from backend.gaussians import load_ply
 
 from .conftest import tiny_motion
@@ -179,7 +179,7 @@ def test_handler_exception_becomes_an_error_reply(local_server):
 
 
 def test_failed_job_reports_the_error(local_server):
-    from backend.errors import InputError
+    from backend.core.errors import InputError
 
     def runner(spec, out_dir, progress, device):
         raise InputError("camera: expected width > 0")
@@ -192,7 +192,7 @@ def test_failed_job_reports_the_error(local_server):
 
 
 def test_preview_watchers_and_shutdown_interrupts(local_server):
-    from backend.progress import ProgressEvent
+    from backend.core.progress import ProgressEvent
 
     started = __import__("threading").Event()
 

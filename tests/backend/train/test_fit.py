@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from backend.errors import Cancelled, InputError
+from backend.core.errors import Cancelled, InputError
 from backend.train.dataset import VideoClip, load_videos, read_clip, write_clip
-from backend.train.fit import (
-    FitSettings,
+from backend.train.field_fit import (
+    FieldFitSettings,
     create_fit_state,
     fit_field,
     learning_rate,
@@ -115,7 +115,7 @@ def test_learning_rate_decay():
     assert learning_rate(1.6e-3, 1.6e-5, 100, 100) == pytest.approx(1.6e-5)
     assert learning_rate(1.6e-3, 1.6e-5, 200, 100) == pytest.approx(1.6e-5)
     with pytest.raises(InputError, match="iterations"):
-        FitSettings(iterations=0)
+        FieldFitSettings(iterations=0)
 
 
 def test_fit_reduces_loss_and_moves_only_what_it_may(tiny_scene):
@@ -170,7 +170,7 @@ def test_checkpoint_roundtrip_restores_optimizer_and_generator(tmp_path, tiny_sc
 def test_fit_cli_refits_a_job_folder(tmp_path, tiny_scene, capsys):
     from backend.cli import main
     from backend.gaussians import save_ply
-    from backend.jobs import write_json
+    from backend.core.files import write_json
     from backend.motion.residual import ResidualField
 
     job = tmp_path / "job"

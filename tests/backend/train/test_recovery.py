@@ -20,7 +20,7 @@ ITERATIONS = 600
 
 def make_job(folder, scene):
     from backend.gaussians import save_ply
-    from backend.jobs import write_json
+    from backend.core.files import write_json
 
     folder.mkdir()
     save_ply(scene.canonical, folder / "canonical.ply")
@@ -40,7 +40,7 @@ def test_fit_recovers_known_skirt_residual(tmp_path, default_body):
         recovery_field_config,
         recovery_fit_settings,
     )
-    from backend.train.refit import fit_job_folder
+    from backend.stages.refit import fit_job_folder
 
     scene = build_recovery_scene(body=default_body)
     for clip in scene.dataset.clips:

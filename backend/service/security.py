@@ -1,7 +1,7 @@
 """Who may talk to the service: the loopback rule and CurveZMQ keys (no sockets, no threads).
 
 Loopback endpoints need no keys. Any other endpoint needs a server key pair and a list of allowed client public
-keys, checked by a ZAP authenticator that ``backend.server`` starts; otherwise the server refuses to start.
+keys, checked by a ZAP authenticator that ``backend.service.server`` starts; otherwise the server refuses to start.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 if TYPE_CHECKING:
-    from backend.server import ServerSettings
+    from backend.service.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

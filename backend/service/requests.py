@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backend import protocol
-from backend.jobstore import image_suffix
-from backend.protocol import Message, ProtocolError, field_value
+from backend.wire import protocol
+from backend.service.jobstore import image_suffix
+from backend.wire.protocol import Message, ProtocolError, field_value
 
 if TYPE_CHECKING:
-    from backend.server import ServerSettings
+    from backend.service.settings import ServerSettings
 
 
 def check_submit(message: Message, settings: ServerSettings,

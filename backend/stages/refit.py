@@ -20,21 +20,22 @@ from pathlib import Path
 import torch
 
 from backend.body import load_body_model
-from backend.errors import InputError
-from backend.gaussians import load_ply, save_ply
-from backend.jobs import atomic_directory, frame_filename, read_result, write_json
+from backend.core.errors import InputError
+from backend.gaussians import load_ply
+from backend.core.files import atomic_directory, write_json
+from backend.stages.export import write_frames
+from backend.stages.job import read_result
+from backend.stages.posing import pose_body
 from backend.motion.layered import LayeredMotion
 from backend.motion.motion import Motion, load_motion
 from backend.motion.residual import FieldConfig, ResidualField
-from backend.progress import ProgressFn, StageProgress, no_progress
+from backend.core.progress import ProgressFn, StageProgress, no_progress
 from backend.train.dataset import load_videos
-from backend.train.fit import FitSettings, create_fit_state, fit_field, settings_dict
-from backend.train.loop import field_config_for, fit_settings_for
-from backend.train.presets import preset
+from backend.train.field_fit import FieldFitSettings, create_fit_state, fit_field, settings_dict
+from backend.stages.presets import field_config_for, field_fit_settings_for, preset
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_CHUNK = 32
 MOTION_NAME = "motion.npz"
 
 
@@ -53,7 +54,7 @@ def fit_job_folder(
     *,
     motion_path: str | os.PathLike | None = None,
     iterations: int | None = None,
-    settings: FitSettings | None = None,
+    settings: FieldFitSettings | None = None,
     field_config: FieldConfig | None = None,
     seed: int | None = None,
     progress: ProgressFn = no_progress,
@@ -66,7 +67,7 @@ def fit_job_folder(
         out_dir: Where the updated job goes; None = replace ``job_dir`` atomically.
         motion_path: The job's motion when the folder has no ``motion.npz``.
         iterations: Fit iterations (default: the job's quality preset).
-        settings: Full FitSettings (overrides ``iterations`` and the preset's).
+        settings: Full FieldFitSettings (overrides ``iterations`` and the preset's).
         field_config: Field shape (default: the job's quality preset, box around the canonical Gaussians).
         seed: Seed of the fit (default: the job's).
         progress: Progress callback (stage "fit", then "export"); may raise Cancelled.
@@ -92,14 +93,11 @@ def fit_job_folder(
     quality = result.get("quality", "preview")
     p = preset(quality)
     if settings is None:
-        settings = fit_settings_for(p, **({"iterations": iterations} if iterations is not None else {}))
+        settings = field_fit_settings_for(p, **({"iterations": iterations} if iterations is not None else {}))
     config = field_config or field_config_for(canonical, p)
     seed = int(result.get("seed", 0) if seed is None else seed)
 
-    as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
-    with torch.no_grad():
-        posed = body(as_t(motion.betas), as_t(motion.root_orient), as_t(motion.pose_body), as_t(motion.trans),
-                     as_t(motion.pose_hand))
+    posed = pose_body(motion, body)
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     canonical = canonical.to(device)
     joint_transforms = posed.joint_transforms.float().to(device)
@@ -129,12 +127,8 @@ def fit_job_folder(
             "frames": len(dataset), "seed": seed, "iterations": state.iteration, "fit": settings_dict(settings),
             "field": asdict(config)}, indent=2) + "\n")
         (tmp / "frames").mkdir()
-        n = motion.num_frames
-        for start in range(0, n, FRAMES_PER_CHUNK):
-            chunk = slice(start, min(start + FRAMES_PER_CHUNK, n))
-            for offset, frame in enumerate(layered.posed_frames(canonical, joint_transforms[chunk], chunk, n)):
-                save_ply(frame, tmp / "frames" / frame_filename(start + offset), binding=False)
-            report(chunk.stop / n, f"frame {chunk.stop}/{n}")
+        write_frames(canonical, layered, lambda chunk: joint_transforms[chunk], motion.num_frames, tmp / "frames",
+                     report)
         timings["export"] = round(time.perf_counter() - t0, 4)
         new_result = dict(result)
         new_result["layered"] = True

@@ -1,13 +1,14 @@
 """The one progress contract shared by every stage, the CLI, the server and the add-on.
 
-A stage reports through ``progress(ProgressEvent)``; the callable may raise ``backend.errors.Cancelled`` to
+A stage reports through ``progress(ProgressEvent)``; the callable may raise ``backend.core.errors.Cancelled`` to
 stop the stage at its next safe point (every stage calls it between units of work).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,3 +59,18 @@ class StageProgress:
         elapsed = time.monotonic() - self.job_started
         eta = elapsed * (1.0 - overall) / overall if overall > 1e-3 else None
         self.sink(ProgressEvent(self.stage, overall, message, eta, preview))
+
+
+class StageTimer:
+    """Collects wall-clock seconds per stage for result.json: ``with timer.stage(name): ...``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)

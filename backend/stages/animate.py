@@ -10,75 +10,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from backend import __version__
-from backend.body import BodyModel, load_body_model
-from backend.errors import CapabilityError, InputError
-from backend.gaussians import Gaussians, save_ply
-from backend.jobs import SCHEMA_VERSION, JobSpec, atomic_directory, frame_filename, write_json
-from backend.motion.skinning import posed_frame, skin_gaussians
-from backend.progress import ProgressFn, StageProgress, no_progress
+from backend.body import load_body_model
+from backend.core.errors import InputError
+from backend.core.files import atomic_directory, write_json
+from backend.core.progress import ProgressFn, StageProgress, StageTimer, no_progress
+from backend.gaussians import save_ply
+from backend.stages.export import write_frames
+from backend.stages.job import SCHEMA_VERSION, JobSpec
+from backend.stages.posing import pose_body
+from backend.stages.previews import write_previews
+from backend.stages.prior_rounds import run_prior_stages
+from backend.stages.subject import canonical_gaussians
 
 log = logging.getLogger(__name__)
-
-FRAMES_PER_CHUNK = 32
-
-
-class _Timer:
-    """Collects wall-clock seconds per stage for result.json: ``with timer.stage(name): ...``."""
-
-    def __init__(self) -> None:
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
-
-
-def motion_tensors(spec: JobSpec, body: BodyModel) -> dict[str, torch.Tensor | None]:
-    """The motion as tensors for ``body(...)``."""
-    m = spec.motion
-    as_t = lambda a: None if a is None else torch.as_tensor(a, dtype=body.dtype, device=body.device)  # noqa: E731
-    return {"betas": as_t(m.betas), "root_orient": as_t(m.root_orient), "pose_body": as_t(m.pose_body),
-            "trans": as_t(m.trans), "pose_hand": as_t(m.pose_hand)}
-
-
-def pose_body(spec: JobSpec, body: BodyModel, frames: slice | None = None):
-    """Run the body model over the motion (optionally a frame slice). Returns BodyOutput."""
-    t = motion_tensors(spec, body)
-    sel = frames or slice(None)
-    with torch.no_grad():
-        return body(t["betas"], t["root_orient"][sel], t["pose_body"][sel], t["trans"][sel],
-                    None if t["pose_hand"] is None else t["pose_hand"][sel])
-
-
-def canonical_gaussians(spec: JobSpec, body: BodyModel, report: Callable[..., None],
-                        warnings: list[str]) -> Gaussians:
-    """The subject in the body's rest pose: imported, reconstructed from the photo, or procedural."""
-    generator = torch.Generator().manual_seed(spec.seed)
-    if spec.import_gaussians is not None or spec.image is not None:
-        try:
-            from backend.reconstruct import subject_from_spec
-        except ImportError as exc:
-            raise CapabilityError(
-                "reconstruction from an image / Gaussian import is not available in this build "
-                f"({exc}); run without --image/--import-gaussians") from exc
-        return subject_from_spec(spec, body, generator, report, warnings)
-    from backend.reconstruct import sample_body_gaussians
-
-    report(0.0, f"sampling {spec.gaussians} Gaussians on the body surface")
-    betas = torch.as_tensor(spec.motion.betas, dtype=body.dtype)
-    return sample_body_gaussians(body, betas, spec.gaussians, generator)
 
 
 def stage_plan(spec: JobSpec) -> dict[str, tuple[float, float]]:
@@ -99,7 +49,7 @@ def stage_plan(spec: JobSpec) -> dict[str, tuple[float, float]]:
 
 
 def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """Run one job and write its output folder atomically (DESIGN.md §3).
+    """Run one job and write its output folder atomically (docs/design.md §3).
 
     Args:
         spec: The validated job.
@@ -110,7 +60,7 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
         The result.json content.
     """
     out_dir = Path(out_dir)
-    timer = _Timer()
+    timer = StageTimer()
     warnings: list[str] = []
     started = time.monotonic()
     torch.manual_seed(spec.seed)  # for any library code that draws from the global generator
@@ -133,38 +83,22 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             spec.motion.save(tmp / "motion.npz")  # lets `ani3dhuman fit` refit this job later
         report(1.0, f"{canonical.num_gaussians} canonical Gaussians")
 
-        residual = None
+        layered = None
         if has_prior:
-            try:
-                from backend.train.loop import run_prior_stages
-            except ImportError as exc:
-                raise CapabilityError(f"prior {spec.prior!r}: the restoration/fit stages are not available ({exc})") from exc
             report = StageProgress(progress, "restore", *plan["restore"], started)
-            residual = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings)
+            layered = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings)
 
         report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"
         frames_dir.mkdir()
         num_frames = spec.motion.num_frames
         with timer.stage("skin+export"):
-            for start in range(0, num_frames, FRAMES_PER_CHUNK):
-                chunk = slice(start, min(start + FRAMES_PER_CHUNK, num_frames))
-                posed = pose_body(spec, body, chunk)
-                if residual is not None:
-                    frames = residual.posed_frames(canonical, posed.joint_transforms, chunk, num_frames)
-                else:
-                    means, quats = skin_gaussians(canonical, None, posed.joint_transforms)
-                    frames = [posed_frame(canonical, means[i], quats[i]) for i in range(means.shape[0])]
-                for offset, frame in enumerate(frames):
-                    index = start + offset
-                    save_ply(frame, frames_dir / frame_filename(index), binding=False)
-                    report((index + 1) / num_frames, f"frame {index + 1}/{num_frames}")
+            write_frames(canonical, layered, lambda chunk: pose_body(spec.motion, body, chunk).joint_transforms,
+                         num_frames, frames_dir, report)
 
         if spec.renders:
             report = StageProgress(progress, "render", *plan["render"], started)
             with timer.stage("render"):
-                from backend.render.previews import write_previews
-
                 write_previews(spec, body, canonical, tmp, report)
 
         result = {
@@ -179,7 +113,7 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             "prior": spec.prior,
             "seed": spec.seed,
             "quality": spec.quality,
-            "layered": residual is not None,
+            "layered": layered is not None,
             "timings": timer.timings,
             "warnings": warnings,
             "settings": spec.settings_dict(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from backend.errors import InputError
+from backend.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backend.cli.animate import log_progress
-    from backend.train.refit import fit_job_folder
+    from backend.stages.refit import fit_job_folder
 
     if args.iterations is not None and args.iterations < 1:
         raise InputError(f"iterations: expected a positive integer, got {args.iterations}")

@@ -13,7 +13,7 @@ import torch
 
 from backend.body.model import BodyModel
 from backend.gaussians import Gaussians, load_ply
-from backend.jobs import JobSpec, frame_filename
+from backend.stages.job import JobSpec, frame_filename
 from backend.render.render import RenderSettings
 from backend.render.sequence import render_sequence, write_render_folder
 from backend.render.trajectories import frame_subject, orbit_cameras

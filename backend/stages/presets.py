@@ -1,6 +1,6 @@
 """Quality presets of the prior stages: rounds, trajectories, video size, sampler steps, field size, iterations.
 
-The paper (METHOD.md §7) fits 25k iterations with a new restored trajectory every 5k (5 rounds) at 480×832,
+The paper (docs/method.md §7) fits 25k iterations with a new restored trajectory every 5k (5 rounds) at 480×832,
 81 frames; ``high`` is that. ``standard`` and ``preview`` shrink every axis so a CUDA machine finishes in
 minutes (standard) or a CPU in a few minutes with a tiny model (preview).
 """
@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from backend.errors import InputError
-from backend.jobs import QUALITY_PRESETS
+from backend.core.errors import InputError
+from backend.gaussians import Gaussians
+from backend.motion.residual import FieldConfig, bounds_from_points
+from backend.train.field_fit import FieldFitSettings
+from backend.stages.job import QUALITY_PRESETS
+
+BACKGROUND = (1.0, 1.0, 1.0)  # the prior stages render and fit over white
 
 
 @dataclass(frozen=True)
@@ -94,3 +99,18 @@ def preset(quality: str, overrides: dict | None = None) -> PriorPreset:
         raise InputError(f"prior preset: video_frames must be 4k+1 and width/height multiples of 16, got "
                          f"{chosen.video_frames} frames {chosen.width}x{chosen.height}")
     return chosen
+
+
+def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
+    """The field of a preset, its box around the canonical Gaussians."""
+    return FieldConfig(bounds=bounds_from_points(canonical.means), spatial_resolution=p.spatial_resolution,
+                       temporal_resolution=p.temporal_resolution, features=p.features, multires=p.multires)
+
+
+def field_fit_settings_for(p: PriorPreset, **overrides) -> FieldFitSettings:
+    """The fit settings of a preset (its learning rates, checkpoints every ~10 % of the fit)."""
+    base = dict(iterations=p.iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND,
+                checkpoint_every=max(p.iterations // 10, 50),
+                report_every=max(1, min(25, p.iterations // 20)))
+    base.update(overrides)
+    return FieldFitSettings(**base)

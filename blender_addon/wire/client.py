@@ -1,8 +1,8 @@
 """Client library for the compute service (stdlib + numpy + zmq only; no torch, no bpy).
 
-The add-on keeps a byte-identical copy at ``blender_addon/client.py`` (checked by a test), which is why the
-protocol is imported relatively: ``backend.client`` and ``blender_addon.client`` each use their own package's
-``protocol`` module.
+The add-on runs this very file, vendored as ``blender_addon/wire/client.py`` (``scripts/vendor_wire.py``), which
+is why the protocol is imported relatively: ``backend.wire.client`` and ``blender_addon.wire.client`` each use
+their own package's ``protocol`` module.
 
 Two ways to use it:
 

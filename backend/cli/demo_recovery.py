@@ -25,7 +25,7 @@ from backend.motion.layered import layered_frame
 from backend.motion.residual import ResidualField, normalized_time
 from backend.render.render import RenderSettings, render
 from backend.render.video import contact_sheet
-from backend.train.fit import create_fit_state, fit_field
+from backend.train.field_fit import create_fit_state, fit_field
 from backend.train.recovery import (
     RecoverySettings,
     build_recovery_scene,

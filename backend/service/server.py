@@ -5,7 +5,7 @@ Threads:
 - the loop thread (``Server.run``) owns the ROUTER socket: it decodes requests, answers the quick ones
   (hello, submit, status, list, cancel, shutdown) itself and hands slow ones (body_model, result) to a small
   thread pool, so status polls stay fast while results stream out;
-- one worker thread per device runs jobs through the same ``backend.pipeline.animate`` as
+- one worker thread per device runs jobs through the same ``backend.stages.animate.animate`` as
   ``ani3dhuman animate``;
 - other threads never touch the socket: they put ``(identity, frames)`` into an outbox and wake the loop
   through a socket pair.
@@ -33,87 +33,18 @@ from typing import Any
 import numpy as np
 import zmq
 
-from backend import protocol
-from backend.errors import Cancelled, CapabilityError, InputError
-from backend.jobstore import FINAL_STATES, JobStore
-from backend.messages import body_model_arrays, check_submit, gaussian_arrays, preview_png
-from backend.progress import ProgressEvent, ProgressFn
-from backend.protocol import Message, ProtocolError, field_value
-from backend.security import (AllowedKeys, check_endpoint, is_loopback_endpoint, load_allowed_clients,
-                              load_server_keys, make_keys)
+from backend.core.errors import Cancelled, CapabilityError, InputError
+from backend.core.progress import ProgressEvent, ProgressFn
+from backend.diffusion import registry
+from backend.service.jobstore import FINAL_STATES, JobStore
+from backend.service.requests import body_model_arrays, check_submit, gaussian_arrays, preview_png
+from backend.service.runner import run_pipeline, validate_spec
+from backend.service.security import AllowedKeys, check_endpoint, load_allowed_clients, load_server_keys
+from backend.service.settings import Runner, ServerSettings, detect_devices, detect_priors
+from backend.wire import protocol
+from backend.wire.protocol import Message, ProtocolError, field_value
 
 log = logging.getLogger(__name__)
-
-MiB = 1 << 20
-
-# runner(spec_dict, out_dir, progress, device) -> result dict; raises Cancelled / InputError.
-Runner = Callable[[dict, Path, ProgressFn, str], Any]
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Service settings.
-
-    Attributes:
-        endpoint: ZeroMQ endpoint to bind (``tcp://127.0.0.1:5555``; port ``*`` picks a free one).
-        jobs_dir: Root of the job folders.
-        curve_secret_key: ZeroMQ certificate file holding the server's key pair (``*.key_secret``).
-        curve_allowed_clients: Allowed client public keys: a directory of ``*.key`` certificates, one
-            certificate file, or a text file with one Z85 public key per line.
-        require_curve: Demand CurveZMQ even on loopback.
-        max_message_bytes: Largest accepted request (ZeroMQ MAXMSGSIZE per frame and our check on the sum).
-        max_reply_bytes: A result chunk stops adding frames beyond this size.
-        max_frames: Most motion frames per job.
-        max_gaussians: Most Gaussians per job.
-        max_image_bytes: Largest reference image.
-        max_queued: Most unfinished jobs at once.
-        progress_interval_s: Least time between two pushed progress messages of a job (stage changes and
-            state changes are always pushed).
-        devices: Worker devices; None detects (every CUDA device, else ``cpu``).
-        body_models: Body model names clients may use -> what ``load_body_model`` receives.
-        priors: Prior ids clients may use (reported by hello); None: ``none`` and every supported video prior
-            (``backend.diffusion.registry``); a job whose prior is not on this machine fails with its message.
-    """
-
-    endpoint: str = "tcp://127.0.0.1:5555"
-    jobs_dir: Path = Path("jobs")
-    curve_secret_key: Path | None = None
-    curve_allowed_clients: Path | None = None
-    require_curve: bool = False
-    max_message_bytes: int = 64 * MiB
-    max_reply_bytes: int = 256 * MiB
-    max_frames: int = 10_000
-    max_gaussians: int = 2_000_000
-    max_image_bytes: int = 32 * MiB
-    max_queued: int = 64
-    progress_interval_s: float = 0.1
-    devices: tuple[str, ...] | None = None
-    body_models: dict = field(default_factory=lambda: {"default": "default"})
-    priors: tuple[str, ...] | None = None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Jobs
-
-
-def run_pipeline(spec_dict: dict, out_dir: Path, progress: ProgressFn, device: str) -> Any:
-    """The default runner: exactly what ``ani3dhuman animate`` does with the same settings."""
-    import torch
-
-    from backend.jobs import JobSpec
-    from backend.pipeline import animate
-
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    spec = JobSpec.from_dict(spec_dict)
-    return animate(spec, out_dir, progress=progress)
-
-
-def validate_spec(spec_dict: dict) -> None:
-    """Validate a job's settings with ``backend.jobs.JobSpec.from_dict`` (InputError names the field)."""
-    from backend.jobs import JobSpec
-
-    JobSpec.from_dict(spec_dict)
 
 
 @dataclass
@@ -127,31 +58,10 @@ class _Job:
     shutdown: bool = False
 
 
-def detect_devices() -> tuple[str, ...]:
-    try:
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # torch missing or broken CUDA: run on the CPU
-        count = 0
-    return tuple(f"cuda:{i}" for i in range(count)) or ("cpu",)
-
-
-def detect_priors() -> tuple[str, ...]:
-    """``none`` plus the ids of the supported video priors."""
-    try:
-        from backend.diffusion.registry import SUPPORTED_MODELS
-    except ImportError:
-        return ("none",)
-    return ("none", *(model.repo_id for model in SUPPORTED_MODELS))
-
-
 def _prior_models() -> list[dict]:
     """Which supported priors are present on this machine (as ``ani3dhuman models --json`` prints)."""
     try:
-        from backend.cli.models import status_dicts
-
-        return status_dicts()
+        return registry.status_dicts()
     except Exception as exc:  # a broken cache must not break hello
         log.warning("cannot list prior models: %s", exc)
         return []
@@ -282,13 +192,7 @@ class Server:
             self._wake_w.close()
 
     def _warm_up(self) -> None:
-        """Import the pipeline and scan the prior cache off the loop thread, so the first submit and hello
-        do not pay for it."""
-        try:
-            import backend.jobs  # noqa: F401
-            import backend.pipeline  # noqa: F401
-        except Exception as exc:  # reported again, per job, when a job runs
-            log.warning("pipeline import failed: %s", exc)
+        """Scan the prior cache off the loop thread, so the first hello does not pay for it."""
         self._prior_models_cached()
 
     def _loop(self, router: zmq.Socket) -> None:
@@ -642,7 +546,3 @@ def serve(settings: ServerSettings) -> int:
     except KeyboardInterrupt:
         server.stop(timeout_s=0)
     return 0
-
-
-__all__ = ["Server", "ServerSettings", "check_endpoint", "is_loopback_endpoint", "load_allowed_clients",
-           "load_server_keys", "make_keys", "run_pipeline", "serve"]

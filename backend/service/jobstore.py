@@ -7,7 +7,7 @@ Layout under the jobs root::
         inputs/motion.npz  motion arrays (root_orient, pose_body, [pose_hand], trans, betas) + fps
         inputs/image.png   reference image bytes as received (optional)
         state.json         {"state", "created", "started", "finished", "stage", "fraction", "message", "error"}
-        output/            the pipeline's job output folder (DESIGN.md §3); present only when complete
+        output/            the pipeline's job output folder (docs/design.md §3); present only when complete
 
 A job folder is built under ``<root>/.tmp-<id>`` and renamed into place, so it is complete or absent.
 ``state.json`` is replaced atomically. ``output/`` is written by the pipeline to a temporary sibling and
@@ -28,35 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from backend.jobs import write_json
+from backend.core.files import fsync_directory, write_json
 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 FINAL_STATES = frozenset({"done", "failed", "cancelled", "interrupted"})
 KNOWN_ENTRIES = frozenset({"spec.json", "state.json", "inputs", "output"})
-# The fit stage's resumable state next to output/ (backend.train.loop.checkpoint_root): a job killed while
+# The fit stage's resumable state next to output/ (backend.stages.prior_rounds.checkpoint_root): a job killed while
 # it exists is queued again at restart and picks up from its last checkpoint.
 CHECKPOINT_ENTRY = ".output.checkpoint"
 IMAGE_SUFFIXES = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (``backend.jobs.write_json``), rejecting NaN/inf."""
+    """Write ``obj`` as JSON atomically (``backend.core.files.write_json``), rejecting NaN/inf."""
     write_json(path, obj, allow_nan=False)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # Windows cannot open directories; rename is still atomic there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def image_suffix(data: bytes) -> str | None:
@@ -130,9 +117,9 @@ class JobStore:
             write_json_atomic(tmp / "state.json", {"state": "queued", "created": time.time(), "started": None,
                                                    "finished": None, "stage": None, "fraction": 0.0,
                                                    "message": "", "error": None})
-            _fsync_dir(tmp)
+            fsync_directory(tmp)
             os.rename(tmp, self.root / job_id)
-            _fsync_dir(self.root)
+            fsync_directory(self.root)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -143,7 +130,7 @@ class JobStore:
         return json.loads((self.job_dir(job_id) / "spec.json").read_text(encoding="utf-8"))
 
     def job_spec_dict(self, job_id: str) -> dict:
-        """Settings ready for ``backend.jobs.JobSpec.from_dict``: motion as an arrays dict (+ fps), the image
+        """Settings ready for ``backend.stages.job.JobSpec.from_dict``: motion as an arrays dict (+ fps), the image
         as an absolute path."""
         folder = self.job_dir(job_id)
         spec = self.spec(job_id)

@@ -1,4 +1,4 @@
-"""Fitting the residual field to videos (METHOD.md §7): the optimisation loop, learning-rate decay, checkpoints.
+"""Fitting the residual field to videos (docs/method.md §7): the optimisation loop, learning-rate decay, checkpoints.
 
 One iteration draws ``frames_per_step`` (clip, frame) pairs with the fit's own ``torch.Generator``, poses the
 canonical Gaussians with the layered motion at each frame's motion time, renders them from that frame's camera
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backend.errors import Cancelled, InputError
+from backend.core.errors import Cancelled, InputError
 from backend.gaussians import Gaussians
 from backend.motion.layered import layered_frame
 from backend.motion.residual import ResidualField, normalized_time, query_field, time_smoothness, total_variation
@@ -40,7 +40,7 @@ Report = Callable[..., None]
 
 
 @dataclass(frozen=True)
-class FitSettings:
+class FieldFitSettings:
     """Optimisation settings.
 
     Attributes:
@@ -79,13 +79,13 @@ class FitSettings:
         for name in ("iterations", "frames_per_step", "report_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"FitSettings.{name}: expected a positive integer, got {value!r}")
+                raise InputError(f"FieldFitSettings.{name}: expected a positive integer, got {value!r}")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
-            raise InputError(f"FitSettings.checkpoint_every: expected an integer ≥ 0, got {self.checkpoint_every!r}")
+            raise InputError(f"FieldFitSettings.checkpoint_every: expected an integer ≥ 0, got {self.checkpoint_every!r}")
         for name in ("grid_lr", "mlp_lr"):
             lr = getattr(self, name)
             if len(lr) != 2 or not all(float(v) > 0 for v in lr):
-                raise InputError(f"FitSettings.{name}: expected (initial, final) > 0, got {lr!r}")
+                raise InputError(f"FieldFitSettings.{name}: expected (initial, final) > 0, got {lr!r}")
 
 
 def learning_rate(initial: float, final: float, iteration: int, total: int) -> float:
@@ -104,7 +104,7 @@ class FitState:
     iteration: int = 0
 
 
-def create_fit_state(field_: ResidualField, settings: FitSettings, seed: int) -> FitState:
+def create_fit_state(field_: ResidualField, settings: FieldFitSettings, seed: int) -> FitState:
     """A fresh optimiser (one group per learning rate) and a generator seeded with ``seed``."""
     optimizer = torch.optim.Adam([
         {"params": field_.grid_parameters(), "lr": settings.grid_lr[0], "name": "grid"},
@@ -113,7 +113,7 @@ def create_fit_state(field_: ResidualField, settings: FitSettings, seed: int) ->
     return FitState(field_, optimizer, torch.Generator().manual_seed(int(seed)), 0)
 
 
-def _set_learning_rates(state: FitState, settings: FitSettings) -> None:
+def _set_learning_rates(state: FitState, settings: FieldFitSettings) -> None:
     for group in state.optimizer.param_groups:
         lr = settings.grid_lr if group["name"] == "grid" else settings.mlp_lr
         group["lr"] = learning_rate(lr[0], lr[1], state.iteration, settings.iterations)
@@ -194,7 +194,7 @@ def fit_step(
     canonical: Gaussians,
     joint_transforms: Tensor,
     dataset: VideoDataset,
-    settings: FitSettings,
+    settings: FieldFitSettings,
     still_weights: Tensor,
 ) -> tuple[StepLosses, Tensor]:
     """One optimisation step. Returns the loss terms and the last rendered frame ([H, W, 3], detached)."""
@@ -240,7 +240,7 @@ def fit_field(
     canonical: Gaussians,
     joint_transforms: Tensor,
     dataset: VideoDataset,
-    settings: FitSettings,
+    settings: FieldFitSettings,
     *,
     until: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -254,7 +254,7 @@ def fit_field(
         canonical: Rest-pose Gaussians with skin_weights, part_ids, loose (on the field's device).
         joint_transforms: Rest->posed transforms of every motion frame. [F_motion, J, 4, 4]
         dataset: Training clips.
-        settings: FitSettings.
+        settings: FieldFitSettings.
         until: Stop after this iteration (progressive rounds stop between rounds).
         checkpoint_dir: Where checkpoints go, or None.
         report: ``report(fraction, message, preview)`` over this call's iterations; may raise ``Cancelled``
@@ -303,6 +303,6 @@ def fit_field(
     return history
 
 
-def settings_dict(settings: FitSettings) -> dict:
-    """JSON-able FitSettings (for result.json / field config)."""
+def settings_dict(settings: FieldFitSettings) -> dict:
+    """JSON-able FieldFitSettings (for result.json / field config)."""
     return asdict(settings)

@@ -3,23 +3,38 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend import protocol
-from backend.protocol import ProtocolError, decode, encode, field_value
+from backend.wire import protocol
+from backend.wire.protocol import ProtocolError, decode, encode, field_value
 
-from .conftest import REPO
 
 pytestmark = pytest.mark.unit
 
+REPO = Path(__file__).resolve().parents[3]
 
-def test_addon_copies_are_byte_identical():
+
+def test_addon_copies_are_byte_identical(tmp_path):
+    """The add-on's wire package is vendored from backend/wire at build and test time, byte for byte, and no copy
+    is committed."""
+    import importlib.util
+    import subprocess
+
+    spec = importlib.util.spec_from_file_location("vendor_wire", REPO / "scripts" / "vendor_wire.py")
+    vendor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vendor)
+    vendored = vendor.vendor_wire(tmp_path / "addon")
     for name in ("protocol.py", "client.py"):
-        backend_file = (REPO / "backend" / name).read_bytes()
-        addon_file = (REPO / "blender_addon" / name).read_bytes()
-        assert addon_file == backend_file, f"blender_addon/{name} differs from backend/{name}: copy it over"
+        backend_file = (REPO / "backend" / "wire" / name).read_bytes()
+        addon_file = (vendored / name).read_bytes()
+        assert addon_file == backend_file, f"vendored {name} differs from backend/wire/{name}"
+    tracked = subprocess.run(["git", "ls-files", "blender_addon"], cwd=REPO, capture_output=True, text=True).stdout
+    assert tracked and not any(line.startswith("blender_addon/wire/") or line in ("blender_addon/protocol.py",
+                                                                                  "blender_addon/client.py")
+                               for line in tracked.splitlines()), "a committed copy of the wire"
 
 
 def test_protocol_and_client_import_nothing_heavy():
@@ -27,14 +42,15 @@ def test_protocol_and_client_import_nothing_heavy():
 
     allowed = {"__future__", "json", "math", "re", "uuid", "collections", "dataclasses", "typing", "numpy",
                "zmq", "os", "time", "pathlib", "zmq.auth"}
-    for name in ("protocol.py", "client.py"):
-        tree = ast.parse((REPO / "backend" / name).read_text())
+    for name in ("__init__.py", "protocol.py", "client.py"):
+        tree = ast.parse((REPO / "backend" / "wire" / name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # relative: only the sibling protocol module
-                    assert node.module == "protocol", f"{name}: relative import of {node.module}"
+                if node.level:  # relative: only the sibling modules of the wire package
+                    assert node.level == 1 and node.module in ("protocol", "client"), \
+                        f"{name}: relative import of {node.module}"
                     continue
                 modules = [node.module]
             else:

@@ -1,7 +1,7 @@
 """Wire protocol between the compute service and its clients (stdlib + numpy + zmq only).
 
-The add-on keeps a byte-identical copy at ``blender_addon/protocol.py`` (checked by a test), so this module
-must not import torch, bpy or anything from ``backend``.
+The add-on runs this very file, vendored as ``blender_addon/wire/protocol.py`` (``scripts/vendor_wire.py``), so
+this module must not import torch, bpy or anything from ``backend``.
 
 A message is a ZeroMQ multipart ``[header, *buffers]``. The header is UTF-8 JSON::
 

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from backend.errors import Cancelled
+from backend.core.errors import Cancelled
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ def tiny_prior(tmp_path_factory):
 
 
 def make_spec(default_body, prior, **kw):
-    from backend.jobs import JobSpec
+    from backend.stages.job import JobSpec
     from backend.motion.builtin import builtin_motion
 
     motion = builtin_motion("walk", default_body, frames=9)
@@ -36,7 +36,7 @@ def make_spec(default_body, prior, **kw):
 def test_animate_with_prior_runs_every_stage(tmp_path, default_body, tiny_prior):
     from backend.gaussians import load_ply
     from backend.motion.residual import ResidualField
-    from backend.pipeline import animate
+    from backend.stages.animate import animate
 
     events = []
     out = tmp_path / "job"
@@ -66,7 +66,7 @@ def test_animate_with_prior_runs_every_stage(tmp_path, default_body, tiny_prior)
 
 
 def test_stopped_job_leaves_checkpoint_and_resumes(tmp_path, default_body, tiny_prior):
-    from backend.pipeline import animate
+    from backend.stages.animate import animate
 
     spec = make_spec(default_body, tiny_prior)
     out = tmp_path / "job"
@@ -89,8 +89,8 @@ def test_stopped_job_leaves_checkpoint_and_resumes(tmp_path, default_body, tiny_
 
 
 def test_prior_preset_override_is_validated():
-    from backend.errors import InputError
-    from backend.train.presets import preset
+    from backend.core.errors import InputError
+    from backend.stages.presets import preset
 
     assert preset("preview", {"iterations": 7}).iterations == 7
     with pytest.raises(InputError, match="unknown field"):

@@ -1,4 +1,4 @@
-"""The prior stages of ``animate`` (METHOD.md §3-§7): progressive rounds of render -> restore -> fit.
+"""The prior stages of ``animate`` (docs/method.md §3-§7): progressive rounds of render -> restore -> fit.
 
 Each round renders new diagonal view–time trajectories from the current layered model ("coarse"), restores
 them with the self-guided sampler and the video prior (``backend.diffusion.restore``), adds the restored
@@ -26,40 +26,25 @@ from torch import Tensor
 
 from backend.gaussians import Gaussians
 from backend.motion.layered import LayeredMotion, layered_frame
-from backend.motion.residual import FieldConfig, ResidualField, bounds_from_points, normalized_time
+from backend.motion.residual import ResidualField, normalized_time
 from backend.motion.skinning import skin_gaussians
-from backend.progress import StageProgress
+from backend.core.progress import StageProgress
 from backend.render.render import RenderSettings, render
 from backend.render.trajectories import ViewTimeTrajectory, diagonal_trajectory, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, read_clip, write_clip
-from backend.train.fit import FitSettings, create_fit_state, fit_field, settings_dict
-from backend.train.presets import PriorPreset, preset
+from backend.train.field_fit import create_fit_state, fit_field, settings_dict
+from backend.stages.posing import pose_body
+from backend.stages.presets import BACKGROUND, field_config_for, field_fit_settings_for, preset
 
 log = logging.getLogger(__name__)
 
 GOLDEN_ANGLE_DEG = 137.50776405
-BACKGROUND = (1.0, 1.0, 1.0)
 
 
 def trajectory_azimuths(count: int, first_deg: float = 0.0) -> list[float]:
     """Starting azimuths of successive trajectories: the golden-angle sequence (front first), so any prefix of
     rounds covers the subject roughly evenly."""
     return [(first_deg + k * GOLDEN_ANGLE_DEG) % 360.0 for k in range(count)]
-
-
-def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
-    """The field of a preset, its box around the canonical Gaussians."""
-    return FieldConfig(bounds=bounds_from_points(canonical.means), spatial_resolution=p.spatial_resolution,
-                       temporal_resolution=p.temporal_resolution, features=p.features, multires=p.multires)
-
-
-def fit_settings_for(p: PriorPreset, **overrides) -> FitSettings:
-    """The fit settings of a preset (its learning rates, checkpoints every ~10 % of the fit)."""
-    base = dict(iterations=p.iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND,
-                checkpoint_every=max(p.iterations // 10, 50),
-                report_every=max(1, min(25, p.iterations // 20)))
-    base.update(overrides)
-    return FitSettings(**base)
 
 
 def render_video(canonical: Gaussians, field_: ResidualField | None, joint_transforms: Tensor,
@@ -126,7 +111,6 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     """
     from backend.diffusion.restore import RestoreConditions, RestoreSettings, restore
     from backend.diffusion.wan import WanPrior
-    from backend.pipeline import pose_body
 
     tmp_dir = Path(tmp_dir)
     p = preset(spec.quality, spec.extras.get("prior_preset"))
@@ -141,7 +125,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         prior = WanPrior.from_pretrained(spec.prior)
     device = prior.device if prior.device.type == "cuda" else torch.device("cpu")
     num_motion = spec.motion.num_frames
-    posed_body = pose_body(spec, body)
+    posed_body = pose_body(spec.motion, body)
     joint_transforms = posed_body.joint_transforms.to(device, torch.float32)
     canonical = canonical.to(device)
 
@@ -154,7 +138,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
                     for az in azimuths]
 
     field_ = ResidualField(field_config_for(canonical, p), torch.Generator().manual_seed(spec.seed)).to(device)
-    settings = fit_settings_for(p, render_backend="auto")
+    settings = field_fit_settings_for(p, render_backend="auto")
     state = create_fit_state(field_, settings, spec.seed)
     ckpt = checkpoint_root(tmp_dir)
     (ckpt / "videos").mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ normal offset in ``[-normal_inward, normal_outward]``, tangent offsets within ``
 ``[scale_min, scale_max] x spacing``.
 
 The fit renders from a crop of the photo around the silhouette (and the projected body), resampled so its
-longer side is ``FitSettings.resolution`` pixels; intrinsics are adjusted to match.
+longer side is ``PhotoFitSettings.resolution`` pixels; intrinsics are adjusted to match.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from backend.body.model import BodyModel
 from backend.body.parts import part_ids_from_weights
-from backend.errors import InputError
+from backend.core.errors import InputError
 from backend.gaussians import Gaussians
 from backend.motion.skinning import (
     blend_transforms,
@@ -45,7 +45,7 @@ ReportFn = Callable[..., None]
 
 
 @dataclass(frozen=True)
-class FitSettings:
+class PhotoFitSettings:
     """Image fitting settings (lengths in metres unless said otherwise).
 
     Attributes:
@@ -104,23 +104,23 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         if self.resolution < 16:
-            raise InputError(f"FitSettings.resolution: expected ≥ 16 pixels, got {self.resolution}")
+            raise InputError(f"PhotoFitSettings.resolution: expected ≥ 16 pixels, got {self.resolution}")
         if self.iterations < 0:
-            raise InputError(f"FitSettings.iterations: expected ≥ 0, got {self.iterations}")
+            raise InputError(f"PhotoFitSettings.iterations: expected ≥ 0, got {self.iterations}")
         if not 0 < self.scale_min < self.scale_max:
-            raise InputError(f"FitSettings.scale_min/max: expected 0 < min < max, got {self.scale_min}, "
+            raise InputError(f"PhotoFitSettings.scale_min/max: expected 0 < min < max, got {self.scale_min}, "
                              f"{self.scale_max}")
 
 
 QUALITY = {
     # preview: ≤ 3 minutes on a 2-core CPU (measured in docs/reconstruct.md).
-    "preview": FitSettings(resolution=256, iterations=120, max_gaussians=16_000),
-    "standard": FitSettings(resolution=384, iterations=400, max_gaussians=40_000),
-    "high": FitSettings(resolution=512, iterations=1000, max_gaussians=None),
+    "preview": PhotoFitSettings(resolution=256, iterations=120, max_gaussians=16_000),
+    "standard": PhotoFitSettings(resolution=384, iterations=400, max_gaussians=40_000),
+    "high": PhotoFitSettings(resolution=512, iterations=1000, max_gaussians=None),
 }
 
 
-def fit_settings_for(quality: str) -> FitSettings:
+def photo_fit_settings_for(quality: str) -> PhotoFitSettings:
     """The preset for a job quality (``preview`` | ``standard`` | ``high``)."""
     if quality not in QUALITY:
         raise InputError(f"quality: expected one of {tuple(QUALITY)}, got {quality!r}")
@@ -323,7 +323,7 @@ def _compose_means(anchors: Anchors, offsets: Tensor) -> Tensor:
 def fit_reference(
     view: ReferenceView,
     anchors: Anchors,
-    settings: FitSettings,
+    settings: PhotoFitSettings,
     report: ReportFn | None = None,
 ) -> FitResult:
     """Fit Gaussians bound to ``anchors`` to the reference view.
@@ -493,7 +493,7 @@ def label_loose(offsets: Tensor, threshold: float) -> Tensor:
     return offsets.norm(dim=-1) > threshold
 
 
-def with_settings(settings: FitSettings, **changes) -> FitSettings:
+def with_settings(settings: PhotoFitSettings, **changes) -> PhotoFitSettings:
     """A copy of ``settings`` with some fields changed."""
     return replace(settings, **changes)
 
@@ -522,7 +522,7 @@ def reconstruct_photo(
     betas: Tensor | None,
     num_gaussians: int,
     generator: torch.Generator,
-    settings: FitSettings,
+    settings: PhotoFitSettings,
     report: ReportFn | None = None,
     backfill=None,
 ) -> Reconstruction:
