@@ -26,15 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.body import load_body_model  # noqa: E402
 from backend.motion.builtin import builtin_motion  # noqa: E402
 from backend.motion.skinning import skin_gaussians  # noqa: E402
-from backend.reconstruct.photo_fit import (  # noqa: E402
-    photo_fit_settings_for,
-    masked_psnr,
-    reconstruct_photo,
-    silhouette_iou,
-    with_settings,
-)
+from backend.reconstruct.photo_fit import photo_fit_settings_for, reconstruct_photo, with_settings  # noqa: E402
 from backend.reconstruct.inputs import load_reference_view  # noqa: E402
-from backend.reconstruct.synthetic import orbit_cameras, skirted_subject  # noqa: E402
+from backend.reconstruct.synthetic import photo_cameras, skirted_subject  # noqa: E402
+from backend.render.metrics import masked_psnr, silhouette_iou  # noqa: E402
 from backend.render.render import RenderSettings, render  # noqa: E402
 
 VIEWS = {"front (reference)": 0.0, "side (left)": 90.0, "back": 180.0, "side (right)": 270.0}
@@ -58,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
                torch.as_tensor(motion.trans[:1]))
     transforms = out.joint_transforms[0]
     center = out.vertices[0].mean(0) * torch.tensor([1.0, 1.0, 0.0]) + torch.tensor([0.0, 0.0, 0.86])
-    cams = orbit_cameras(center, list(VIEWS.values()), width=width, height=height)
+    cams = photo_cameras(center, list(VIEWS.values()), width=width, height=height)
     settings = RenderSettings(backend="torch")
     truth_posed = posed(truth, transforms)
     with torch.no_grad():
@@ -127,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
                           torch.as_tensor(motion.trans))
             middle = frames.joints[:, 0].mean(0) * torch.tensor([1.0, 1.0, 0.0]) + torch.tensor([0.0, 0.0, 0.86])
             travel = float((frames.joints[-1, 0] - frames.joints[0, 0]).norm())
-            cam = orbit_cameras(middle, [35.0], width=width, height=height, distance=3.4 + 1.5 * travel)
+            cam = photo_cameras(middle, [35.0], width=width, height=height, distance=3.4 + 1.5 * travel)
             strip = [render(posed(rec.canonical, frames.joint_transforms[f]), cam, settings=settings).rgb[0]
                      for f in range(0, motion.num_frames, 2)]
         Image.fromarray((torch.cat(strip, dim=1).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()).save(

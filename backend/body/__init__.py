@@ -1,48 +1,10 @@
-"""Body models: the embedded default (mannequin-x) and SMPL/SMPL-X files via smplx; pure ``lbs`` functions."""
+"""Body models: the embedded default (mannequin-x) and SMPL/SMPL-X files via smplx; pure ``lbs`` functions;
+body-part labels."""
 
-from __future__ import annotations
-
-import functools
-from pathlib import Path
-
-from backend.body.lbs import axis_angle_to_matrix, forward_kinematics, skin_points
+from backend.body.lbs import forward_kinematics, skin_points
+from backend.body.loading import load_body_model
 from backend.body.model import BodyModel, BodyOutput
 from backend.body.parts import PART_NAMES, identity_critical, part_ids_from_weights
 
-
-def load_body_model(name_or_path: str | Path = "default") -> BodyModel:
-    """Load a body model.
-
-    Args:
-        name_or_path: ``"default"`` for the embedded mannequin, or the path of an SMPL / SMPL+H / SMPL-X
-            model file (``.pkl`` or ``.npz``).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        backend.core.errors.InputError: the file is not an SMPL-family model.
-    """
-    if str(name_or_path) == "default":
-        return _default_body()
-    from backend.body.smplx_body import SmplxBody
-
-    return SmplxBody(name_or_path)
-
-
-@functools.lru_cache(maxsize=1)
-def _default_body() -> BodyModel:
-    from backend.body.mannequin_body import MannequinBody
-
-    return MannequinBody()
-
-
-__all__ = [
-    "PART_NAMES",
-    "BodyModel",
-    "BodyOutput",
-    "axis_angle_to_matrix",
-    "forward_kinematics",
-    "identity_critical",
-    "load_body_model",
-    "part_ids_from_weights",
-    "skin_points",
-]
+__all__ = ["PART_NAMES", "BodyModel", "BodyOutput", "forward_kinematics", "identity_critical", "load_body_model",
+           "part_ids_from_weights", "skin_points"]

@@ -10,21 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-
-def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
-    """Rodrigues' formula, smooth at zero. ``[..., 3] -> [..., 3, 3]``."""
-    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)
-    small = theta2 < 1e-12
-    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = torch.sqrt(theta2_safe)
-    # sin(t)/t and (1-cos(t))/t^2 with their Taylor expansions near zero.
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2_safe)
-    x, y, z = axis_angle.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
-    return eye + a[..., None] * k + b[..., None] * (k @ k)
+from backend.core.rotations import axis_angle_to_matrix
 
 
 def forward_kinematics(

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from backend.body.lbs import axis_angle_to_matrix, forward_kinematics, skin_points
+from backend.body.lbs import forward_kinematics, skin_points
+from backend.core.rotations import axis_angle_to_matrix
 from backend.core.errors import InputError
 
 NUM_BODY_JOINTS = 21

@@ -18,7 +18,7 @@ from backend.body.model import BodyModel
 from backend.motion import Motion, posed_frame, skin_gaussians
 from backend.render import RenderSettings, render, save_cameras
 from backend.render.video import to_uint8
-from backend.reconstruct.synthetic import orbit_cameras, skirted_subject
+from backend.reconstruct.synthetic import photo_cameras, skirted_subject
 
 PHOTO_WIDTH = 384
 PHOTO_HEIGHT = 512
@@ -34,7 +34,7 @@ def write_reference_photo(body: BodyModel, motion: Motion, out_dir: Path, *, fra
                      torch.as_tensor(motion.pose_body[frame:frame + 1]), torch.as_tensor(motion.trans[frame:frame + 1]))
         means, quats = skin_gaussians(subject, None, posed.joint_transforms)
         center = posed.vertices[0].mean(dim=0)
-        camera = orbit_cameras(center, [0.0], width=PHOTO_WIDTH, height=PHOTO_HEIGHT)
+        camera = photo_cameras(center, [0.0], width=PHOTO_WIDTH, height=PHOTO_HEIGHT)
         image = render(posed_frame(subject, means[0], quats[0]), camera, settings=RenderSettings())
     # The render is premultiplied over black; a PNG stores straight colour.
     alpha = image.alpha[0]

@@ -1,10 +1,13 @@
-"""Quaternion and rotation-matrix conversions for (w, x, y, z) quaternions — the Gaussians' rotation field.
+"""The one home of rotation conversions: axis-angle <-> matrix <-> (w, x, y, z) quaternion.
 
-Shared by skinning, rendering and fitting; pure functions on tensors.
+Used by the body (Rodrigues for joint rotations), motion (skinning, built-in motions), rendering and fitting;
+pure, batched functions on tensors (``matrix_to_axis_angle`` also takes numpy, for writing motion files). The
+add-on cannot import the backend and keeps its own numpy twin (``blender_addon/convert.py``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -80,3 +83,28 @@ def quaternion_to_matrix(quat: Tensor) -> Tensor:
         2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ], dim=-1).reshape(*quat.shape[:-1], 3, 3)
+
+
+def axis_angle_to_matrix(axis_angle: Tensor) -> Tensor:
+    """Rodrigues' formula, smooth at zero. ``[..., 3] -> [..., 3, 3]``."""
+    theta2 = (axis_angle * axis_angle).sum(-1, keepdim=True)
+    small = theta2 < 1e-12
+    theta2_safe = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = torch.sqrt(theta2_safe)
+    # sin(t)/t and (1-cos(t))/t^2 with their Taylor expansions near zero.
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2_safe)
+    x, y, z = axis_angle.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*axis_angle.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=axis_angle.dtype, device=axis_angle.device)
+    return eye + a[..., None] * k + b[..., None] * (k @ k)
+
+
+def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
+    """Axis-angle of rotation matrices, in float64 numpy (for authoring motion files). ``[..., 3, 3] -> [..., 3]``."""
+    q = matrix_to_quaternion(torch.as_tensor(matrix, dtype=torch.float64)).numpy()
+    sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(sin_half, q[..., :1])
+    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
+    return q[..., 1:] * scale

@@ -12,8 +12,8 @@ import math
 import numpy as np
 import torch
 
-from backend.body.lbs import axis_angle_to_matrix
 from backend.body.model import BodyModel
+from backend.core.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from backend.motion.motion import Motion
 
 BUILTIN_MOTIONS = ("twirl", "walk")
@@ -22,17 +22,6 @@ BUILTIN_MOTIONS = ("twirl", "walk")
 _L_HIP, _R_HIP, _SPINE1, _L_KNEE, _R_KNEE = 0, 1, 2, 3, 4
 _L_SHOULDER, _R_SHOULDER, _L_ELBOW, _R_ELBOW = 15, 16, 17, 18
 _L_COLLAR, _R_COLLAR = 12, 13
-
-
-def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
-    """Axis-angle of rotation matrices. ``[..., 3, 3] -> [..., 3]``."""
-    from backend.motion.skinning import matrix_to_quaternion
-
-    q = matrix_to_quaternion(torch.as_tensor(matrix, dtype=torch.float64)).numpy()
-    sin_half = np.linalg.norm(q[..., 1:], axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(sin_half, q[..., :1])
-    scale = np.where(sin_half > 1e-12, angle / np.maximum(sin_half, 1e-12), 2.0)
-    return q[..., 1:] * scale
 
 
 def _rot(axis: str, angle: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backend.core.errors import InputError
-from backend.motion.skinning import quaternion_multiply
+from backend.core.rotations import quaternion_multiply
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "field.safetensors"

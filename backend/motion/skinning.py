@@ -10,13 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from backend.core.rotations import matrix_to_quaternion, quaternion_multiply, shepperd_quaternion
 from backend.gaussians import Gaussians
-from backend.core.rotations import (  # noqa: F401  (re-exported: backend.motion's public names)
-    matrix_to_quaternion,
-    quaternion_multiply,
-    quaternion_to_matrix,
-    shepperd_quaternion,
-)
 
 
 def blend_transforms(skin_weights: Tensor, joint_transforms: Tensor) -> Tensor:

@@ -64,8 +64,9 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
         ``(view, info)``: the view with the aligned pose (or the original one) and ``scale``,
         ``translation``, ``iou_before``, ``iou_after``, ``applied``.
     """
-    from backend.motion.skinning import matrix_to_quaternion
-    from backend.reconstruct.photo_fit import crop_view, silhouette_iou
+    from backend.core.rotations import matrix_to_quaternion
+    from backend.reconstruct.photo_fit import crop_view
+    from backend.render.metrics import silhouette_iou
     from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 
     generator = generator or torch.Generator().manual_seed(0)

@@ -28,15 +28,12 @@ from backend.body.model import BodyModel
 from backend.body.parts import part_ids_from_weights
 from backend.core.errors import InputError
 from backend.gaussians import Gaussians
-from backend.motion.skinning import (
-    blend_transforms,
-    matrix_to_quaternion,
-    quaternion_multiply,
-    quaternion_to_matrix,
-)
+from backend.core.rotations import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix
+from backend.motion.skinning import blend_transforms
 from backend.reconstruct.inputs import ReferenceView
 from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 from backend.render.cameras import Cameras
+from backend.render.metrics import masked_psnr, silhouette_iou, ssim
 from backend.render.render import RenderSettings, render
 
 log = logging.getLogger(__name__)
@@ -260,40 +257,6 @@ def extend_colors(rgb: Tensor, valid: Tensor, steps: int = 8) -> Tensor:
     return torch.where(weight[0, 0, ..., None] > 0, out, rgb)
 
 
-def _gauss_window(size: int, sigma: float, dtype: torch.dtype) -> Tensor:
-    x = torch.arange(size, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-x * x / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
-def ssim(x: Tensor, y: Tensor, *, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Mean structural similarity of two images in [0, 1] (Gaussian window, 3DGS constants). ``[H, W, C]``."""
-    c = x.shape[-1]
-    xs, ys = x.permute(2, 0, 1)[None], y.permute(2, 0, 1)[None]
-    k = _gauss_window(window, sigma, x.dtype).expand(c, 1, window, window)
-    f = lambda t: torch.nn.functional.conv2d(t, k, padding=window // 2, groups=c)  # noqa: E731
-    mx, my = f(xs), f(ys)
-    vx, vy, cxy = f(xs * xs) - mx * mx, f(ys * ys) - my * my, f(xs * ys) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean()
-
-
-def masked_psnr(pred: Tensor, target: Tensor, mask: Tensor) -> float:
-    """PSNR (dB) over the pixels where ``mask`` > 0.5. ``pred``, ``target`` [H, W, 3] in [0, 1]."""
-    m = mask > 0.5
-    mse = float(((pred - target) ** 2)[m].mean()) if bool(m.any()) else 0.0
-    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
-
-
-def silhouette_iou(alpha: Tensor, mask: Tensor) -> float:
-    """Intersection over union of ``alpha > 0.5`` and ``mask > 0.5``. [H, W]"""
-    a, b = alpha > 0.5, mask > 0.5
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else int((a & b).sum()) / union
-
-
 # ---- the fit -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FitResult:
@@ -386,7 +349,7 @@ def fit_reference(
         loss_sil = (alpha - fv.mask).abs().mean()
         colour_target = torch.where(fv.mask[..., None] > 0.5, target, alpha.detach()[..., None] * extended)
         loss_l1 = (rgb - colour_target).abs().mean()
-        loss_ssim = 1.0 - ssim(rgb, colour_target)
+        loss_ssim = 1.0 - ssim(rgb[None], colour_target[None])
         world_off = (anchors.posed_frames @ offsets[..., None])[..., 0]
         loss_smooth = (world_off[:, None, :] - world_off[neighbours]).pow(2).sum(-1).mean() / unit2
         loss_off = world_off.pow(2).sum(-1).mean() / unit2

@@ -16,7 +16,7 @@ from torch import Tensor
 from backend.body.model import BodyModel
 from backend.body.parts import PART_INDEX, part_ids_from_weights
 from backend.gaussians import Gaussians
-from backend.motion.skinning import matrix_to_quaternion
+from backend.core.rotations import matrix_to_quaternion
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``skirted_subject``: the procedural body Gaussians (skin, striped shirt, trousers, shoes, hair) with an extra
 sinusoidal texture, plus a flared skirt of loose Gaussians around the hips (checked pattern), bound to the body
-by the skinning weights of the nearest rest vertex. ``orbit_cameras``: cameras around the posed body, the
+by the skinning weights of the nearest rest vertex. ``photo_cameras``: cameras around the posed body, the
 first one in front of it (the body of the built-in motions faces world −Y).
 """
 
@@ -16,9 +16,10 @@ from torch import Tensor
 from backend.body.model import BodyModel
 from backend.body.parts import PART_INDEX, part_ids_from_weights
 from backend.gaussians import Gaussians
-from backend.motion.skinning import matrix_to_quaternion
+from backend.core.rotations import matrix_to_quaternion
 from backend.reconstruct.surface import sample_body_gaussians, tangent_frames
-from backend.render.cameras import Cameras, look_at
+from backend.render.cameras import Cameras
+from backend.render.trajectories import Framing, cameras_around
 
 
 def skirted_subject(body: BodyModel, num_body: int, generator: torch.Generator, *, flare: float = 0.08,
@@ -84,14 +85,9 @@ def skirted_subject(body: BodyModel, num_body: int, generator: torch.Generator, 
     return Gaussians.concatenate([subject, skirt])
 
 
-def orbit_cameras(center: Tensor, azimuths_deg: list[float], *, width: int, height: int, distance: float = 3.2,
+def photo_cameras(center: Tensor, azimuths_deg: list[float], *, width: int, height: int, distance: float = 3.2,
                   fov_y_deg: float = 36.0, elevation_deg: float = 0.0) -> Cameras:
-    """Cameras on a circle around ``center`` [3] (world Z up); azimuth 0 looks at the body from −Y (its front)."""
-    eyes = []
-    for az in azimuths_deg:
-        a, e = math.radians(az), math.radians(elevation_deg)
-        eyes.append([float(center[0]) + distance * math.sin(a) * math.cos(e),
-                     float(center[1]) - distance * math.cos(a) * math.cos(e),
-                     float(center[2]) + distance * math.sin(e)])
-    m = look_at(torch.tensor(eyes), center.float())
-    return Cameras.from_fov(m, width=width, height=height, fov_y_deg=fov_y_deg)
+    """The synthetic photo's cameras: ``render.cameras_around`` at a fixed distance and a 36° lens, level with
+    ``center`` [3] by default; azimuth 0 looks at the body from −Y (its front)."""
+    return cameras_around(Framing(center=center.float(), distance=distance), torch.as_tensor(azimuths_deg),
+                          elevation_deg=elevation_deg, fov_y_deg=fov_y_deg, width=width, height=height)

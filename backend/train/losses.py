@@ -5,46 +5,18 @@ LPIPS needs pretrained weights, which are never downloaded at run time; the SSIM
 
 from __future__ import annotations
 
-import functools
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from backend.body.parts import identity_critical
 from backend.gaussians import Gaussians
 from backend.motion.residual import Residual
+from backend.render.metrics import ssim
 
 
 def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Mean absolute error. [..., 3] x [..., 3] -> []"""
     return (pred - target).abs().mean()
-
-
-@functools.lru_cache(maxsize=8)
-def _gaussian_window(size: int, sigma: float) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-x.square() / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).float()
-
-
-def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
-    """Mean SSIM (3DGS's Gaussian-window SSIM, zero padding). Images [B, H, W, C] in [0, 1] -> []"""
-    if pred.shape != target.shape or pred.ndim != 4:
-        raise ValueError(f"ssim: expected two [B, H, W, C] images of one shape, got {list(pred.shape)} and "
-                         f"{list(target.shape)}")
-    c = pred.shape[-1]
-    x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
-    w = _gaussian_window(window, sigma).to(pred.device, pred.dtype)[None, None].expand(c, 1, window, window)
-    conv = functools.partial(F.conv2d, weight=w, padding=window // 2, groups=c)
-    mu_x, mu_y = conv(x), conv(y)
-    sxx = conv(x * x) - mu_x.square()
-    syy = conv(y * y) - mu_y.square()
-    sxy = conv(x * y) - mu_x * mu_y
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x.square() + mu_y.square() + c1) * (sxx + syy + c2))
-    return s.mean()
 
 
 def dssim_loss(pred: Tensor, target: Tensor) -> Tensor:

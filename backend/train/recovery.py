@@ -25,7 +25,8 @@ from backend.motion.builtin import builtin_motion
 from backend.motion.layered import layered_frame
 from backend.motion.motion import Motion
 from backend.motion.residual import FieldConfig, ResidualField, bounds_from_points, normalized_time
-from backend.motion.skinning import matrix_to_quaternion, skin_means_quats
+from backend.core.rotations import matrix_to_quaternion
+from backend.motion.skinning import skin_means_quats
 from backend.reconstruct import sample_body_gaussians
 from backend.reconstruct.surface import tangent_frames
 from backend.render.cameras import Cameras

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.body import axis_angle_to_matrix, load_body_model
+from backend.body import load_body_model
+from backend.core.rotations import axis_angle_to_matrix
 from backend.body.parts import PART_NAMES, part_of_joint
 from backend.core.errors import InputError
 

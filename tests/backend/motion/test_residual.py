@@ -19,7 +19,8 @@ from backend.motion.residual import (
     time_smoothness,
     total_variation,
 )
-from backend.motion.skinning import quaternion_multiply, skin_gaussians
+from backend.core.rotations import quaternion_multiply
+from backend.motion.skinning import skin_gaussians
 from backend.reconstruct import sample_body_gaussians
 
 pytestmark = pytest.mark.unit

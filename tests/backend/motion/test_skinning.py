@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.body import axis_angle_to_matrix
-from backend.motion import matrix_to_quaternion, quaternion_to_matrix, skin_gaussians, skin_means_quats
-from backend.motion.skinning import quaternion_multiply
+from backend.core.rotations import axis_angle_to_matrix
+from backend.core.rotations import matrix_to_quaternion, quaternion_to_matrix
+from backend.motion import skin_gaussians, skin_means_quats
+from backend.core.rotations import quaternion_multiply
 from backend.reconstruct import sample_body_gaussians
 
 pytestmark = pytest.mark.unit
@@ -120,7 +121,7 @@ def test_blocked_and_differentiable_paths_agree(subject, generator):
 
 
 def test_fast_quaternion_handles_rotations_near_180_degrees(generator):
-    from backend.motion.skinning import shepperd_quaternion
+    from backend.core.rotations import shepperd_quaternion
 
     axis = torch.nn.functional.normalize(torch.randn(300, 3, generator=generator, dtype=torch.float64), dim=-1)
     angle = torch.pi - torch.rand(300, 1, generator=generator, dtype=torch.float64) * 0.1

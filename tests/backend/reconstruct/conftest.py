@@ -10,7 +10,7 @@ from PIL import Image
 
 from backend.motion.builtin import builtin_motion
 from backend.motion.skinning import skin_gaussians
-from backend.reconstruct.synthetic import orbit_cameras, skirted_subject
+from backend.reconstruct.synthetic import photo_cameras, skirted_subject
 from backend.render.render import RenderSettings, render
 
 WIDTH, HEIGHT = 72, 96
@@ -49,7 +49,7 @@ def scene(default_body, walk, reference_pose_out, tmp_path_factory):
     """Truth subject, four cameras (front = reference, left, back, right), truth renders, reference files."""
     truth = skirted_subject(default_body, 4000, torch.Generator().manual_seed(7))
     transforms = reference_pose_out.joint_transforms[0]
-    cams = orbit_cameras(torch.tensor([0.0, 0.0, 0.86]), [0.0, 90.0, 180.0, 270.0], width=WIDTH, height=HEIGHT)
+    cams = photo_cameras(torch.tensor([0.0, 0.0, 0.86]), [0.0, 90.0, 180.0, 270.0], width=WIDTH, height=HEIGHT)
     with torch.no_grad():
         views = render(pose_gaussians(truth, transforms), cams, settings=RenderSettings(backend="torch"))
     folder = tmp_path_factory.mktemp("reference")

@@ -17,7 +17,8 @@ from PIL import Image
 from backend.cli import main
 from backend.core.errors import Cancelled, InputError
 from backend.stages.job import JobSpec
-from backend.reconstruct.photo_fit import PhotoFitSettings, masked_psnr, reconstruct_photo, silhouette_iou
+from backend.reconstruct.photo_fit import PhotoFitSettings, reconstruct_photo
+from backend.render.metrics import masked_psnr, silhouette_iou
 from backend.reconstruct.inputs import load_reference_view
 from backend.render.render import RenderSettings, render
 

@@ -17,7 +17,8 @@ from backend.train.field_fit import (
     load_checkpoint,
     save_checkpoint,
 )
-from backend.train.losses import dssim_loss, ssim, stillness_weights
+from backend.render.metrics import ssim
+from backend.train.losses import dssim_loss, stillness_weights
 
 
 @pytest.fixture(scope="module")
