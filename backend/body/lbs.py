@@ -10,8 +10,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from backend.core.rotations import axis_angle_to_matrix
-
 
 def forward_kinematics(
     local_rotations: Tensor, rest_joints: Tensor, parents: Sequence[int], translation: Tensor | None = None

@@ -5,7 +5,6 @@ evaluated skinned mesh (<= 1e-4 m)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import bpy

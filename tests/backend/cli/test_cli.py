@@ -59,8 +59,6 @@ def test_same_seed_same_bytes(tmp_path, motion_file, capsys):
 
 
 def _bad_motion(tmp_path, **changes):
-    from backend.motion.motion import motion_from_arrays
-
     data = {"root_orient": np.zeros((3, 3)), "pose_body": np.zeros((3, 63)), "trans": np.zeros((3, 3))}
     data.update(changes)
     path = tmp_path / "bad.npz"
