@@ -9,6 +9,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from backend.wire import protocol
 from backend.service.jobstore import image_suffix
@@ -92,14 +93,10 @@ def check_submit(message: Message, settings: ServerSettings,
 
 
 def check_image(data: bytes) -> None:
-    """Raise ProtocolError (field ``image``) unless Pillow can read ``data`` (skipped without Pillow)."""
+    """Raise ProtocolError (field ``image``) unless Pillow can read ``data``."""
     try:
-        from PIL import Image
-
         with Image.open(io.BytesIO(data)) as image:
             image.verify()
-    except ImportError:
-        return
     except Exception as exc:  # PIL raises many types for corrupt files
         raise ProtocolError(f"array 'image': not a readable PNG/JPEG ({exc})") from None
 
@@ -145,12 +142,8 @@ def body_model_arrays(source: str, betas: np.ndarray | None) -> tuple[dict, dict
     return fields, arrays
 
 
-def preview_png(preview: np.ndarray, max_side: int = 160) -> bytes | None:
-    """A small PNG of an RGB(A) uint8 preview [H, W, 3|4], at most ``max_side`` pixels; None without Pillow."""
-    try:
-        from PIL import Image
-    except ImportError:
-        return None
+def preview_png(preview: np.ndarray, max_side: int = 160) -> bytes:
+    """A small PNG of an RGB(A) uint8 preview [H, W, 3|4], at most ``max_side`` pixels."""
     image = Image.fromarray(np.ascontiguousarray(preview[..., :3], dtype=np.uint8))
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import zmq
 
+import backend
 from backend.core.errors import Cancelled, CapabilityError, InputError
 from backend.core.progress import ProgressEvent, ProgressFn
 from backend.diffusion import registry
@@ -273,16 +275,8 @@ class Server:
         self._send(identity, frames)
 
     def _hello(self, message: Message, identity: bytes) -> tuple[dict, None]:
-        import backend
-
-        versions = {"backend": getattr(backend, "__version__", "unknown"), "python": platform.python_version(),
-                    "numpy": np.__version__, "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
-        try:
-            import torch
-
-            versions["torch"] = torch.__version__
-        except ImportError:
-            pass
+        versions = {"backend": backend.__version__, "python": platform.python_version(), "numpy": np.__version__,
+                    "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "torch": torch.__version__}
         s = self.settings
         return {"server": "ani3dhuman", "protocol_version": protocol.PROTOCOL_VERSION, "versions": versions,
                 "devices": list(self.devices), "body_models": sorted(s.body_models), "priors": list(self.priors),
