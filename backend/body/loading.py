@@ -31,10 +31,3 @@ def _default_body() -> BodyModel:
     from backend.body.mannequin_body import MannequinBody
 
     return MannequinBody()
-
-
-@functools.lru_cache(maxsize=1)
-def _default_body() -> BodyModel:
-    from backend.body.mannequin_body import MannequinBody
-
-    return MannequinBody()

@@ -32,7 +32,7 @@ def run_photo_demo(args: argparse.Namespace, body, out: Path) -> None:
     """Reference photo (synthetic, known truth) -> reconstruct -> animate with the walk, as a user would."""
     import json
 
-    from backend.cli.demo_photo import write_reference_photo
+    from backend.stages.demo_photo import write_reference_photo
     from backend.stages.job import JobSpec
     from backend.motion.builtin import builtin_motion
     from backend.stages.animate import animate
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.photo_demo:
         run_photo_demo(args, body, out)
     if args.fit_demo:
-        from backend.cli.demo_recovery import write_recovery_demo
+        from backend.stages.demo_recovery import write_recovery_demo
 
         log.info("demo: residual-field recovery scene (truth vs rigid vs fitted)")
         metrics = write_recovery_demo(out / "fit_recovery")

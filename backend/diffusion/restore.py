@@ -136,7 +136,7 @@ def _check_inputs(prior: WanPrior, coarse_video: Tensor, cameras, conditions: Re
     if c.prompt_embeds is None and prior.text_encoder is None:
         cached = None
         if c.prompt_cache is not None:
-            from backend.diffusion.wan import load_prompt_embeds
+            from backend.diffusion.wan_loading import load_prompt_embeds
 
             cached = load_prompt_embeds(c.prompt_cache, prompt=c.prompt, negative_prompt=c.negative_prompt)
         if cached is None or cached[1] is None:

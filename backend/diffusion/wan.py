@@ -1,6 +1,7 @@
 """Wan video priors through diffusers model classes (not pipelines): VAE, text encoder, transformer(s).
 
-``WanPrior`` loads a diffusers-layout Wan model (Wan2.1 T2V, Wan2.1 VACE, Wan2.2 two-expert T2V/VACE) and exposes
+``WanPrior`` holds a diffusers-layout Wan model (Wan2.1 T2V, Wan2.1 VACE, Wan2.2 two-expert T2V/VACE), loaded by
+``WanPrior.from_pretrained`` through ``backend.diffusion.wan_loading``, and exposes
 the three things a sampler needs: ``encode(video) -> latents``, ``decode(latents) -> video`` and a
 ``velocity(x, sigma) -> v`` callable with classifier-free guidance and the model's conditioning inside it.
 

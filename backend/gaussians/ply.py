@@ -10,6 +10,7 @@ rotation as (w, x, y, z). Optional binding properties after them (ignored by vie
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def save_ply(gaussians: Gaussians, path: str | os.PathLike, *, binding: bool = T
     names = _vertex_fields(3 * (k - 1), num_joints, has_binding)
     structured = data.view([(name, "<f4") for name in names]).reshape(n)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         PlyData([PlyElement.describe(structured, "vertex")], byte_order="<").write(str(tmp))
         os.replace(tmp, path)

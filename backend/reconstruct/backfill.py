@@ -1,7 +1,7 @@
 """The unseen-back fill rule: what a Gaussian the photo does not show looks like.
 
 Rule (documented in docs/reconstruct.md): a Gaussian is *seen* when at least ``min_visibility`` of its splat
-reaches the reference image unoccluded (``fit.gaussian_visibility``). Every unseen Gaussian takes the
+reaches the reference image unoccluded (``photo_fit.gaussian_visibility``). Every unseen Gaussian takes the
 inverse-squared-distance-weighted mean, over its ``k`` nearest seen Gaussians **of the same body part** (distance
 between their anchors on the rest surface), of
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from backend.body.model import BodyModel
 from backend.body.parts import part_ids_from_weights
 from backend.core.errors import InputError
-from backend.gaussians import Gaussians
+from backend.gaussians import Gaussians, rgb_to_sh_dc
 from backend.core.rotations import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix
 from backend.motion.skinning import blend_transforms
 from backend.reconstruct.inputs import ReferenceView
@@ -339,7 +339,7 @@ def fit_reference(
     def current() -> Gaussians:
         return Gaussians(means=_compose_means(anchors, offsets), quats=quats, log_scales=log_scales,
                          opacity_logits=opacity_logits,
-                         sh=((torch.sigmoid(color_logits) - 0.5) / 0.28209479177387814)[:, None, :])
+                         sh=rgb_to_sh_dc(torch.sigmoid(color_logits))[:, None, :])
 
     started = time.perf_counter()
     report(0.0, f"fitting {n} Gaussians to a {fv.camera.width}x{fv.camera.height} crop")
@@ -518,7 +518,7 @@ def reconstruct_photo(
     offsets[:, 2] = normal_offsets.clamp(-settings.normal_inward, settings.normal_outward)
     posed = fit.posed.replace(
         means=_compose_means(anchors, offsets),
-        sh=((colors - 0.5) / 0.28209479177387814)[:, None, :],
+        sh=rgb_to_sh_dc(colors)[:, None, :],
         loose=label_loose(offsets, settings.loose_threshold),
     )
     canonical = unpose(posed, view.pose.joint_transforms)

@@ -52,3 +52,9 @@ def silhouette_iou(alpha: Tensor, mask: Tensor) -> float:
     a, b = alpha > 0.5, mask > 0.5
     union = int((a | b).sum())
     return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def weighted_psnr(a: Tensor, b: Tensor, weights: Tensor) -> float:
+    """PSNR (dB) of the per-pixel MSE averaged with ``weights`` (e.g. a soft region). [..., H, W, C] x [..., H, W, 1]"""
+    mse = ((a - b).square().mean(-1, keepdim=True) * weights).sum() / weights.sum().clamp_min(1)
+    return float(-10.0 * torch.log10(mse.clamp_min(1e-12)))

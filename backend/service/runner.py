@@ -12,7 +12,7 @@ from backend.stages.animate import animate
 from backend.stages.job import JobSpec
 
 
-def run_pipeline(spec_dict: dict, out_dir: Path, progress: ProgressFn, device: str) -> Any:
+def run_animate_job(spec_dict: dict, out_dir: Path, progress: ProgressFn, device: str) -> Any:
     """The default runner: exactly what ``ani3dhuman animate`` does with the same settings."""
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))

@@ -40,7 +40,7 @@ from backend.core.progress import ProgressEvent, ProgressFn
 from backend.diffusion import registry
 from backend.service.jobstore import FINAL_STATES, JobStore
 from backend.service.requests import body_model_arrays, check_submit, gaussian_arrays, preview_png
-from backend.service.runner import run_pipeline, validate_spec
+from backend.service.runner import run_animate_job, validate_spec
 from backend.service.security import AllowedKeys, check_endpoint, load_allowed_clients, load_server_keys
 from backend.service.settings import Runner, ServerSettings, detect_devices, detect_priors
 from backend.wire import protocol
@@ -78,7 +78,7 @@ class Server:
 
     Args:
         settings: Service settings (checked here: a refused endpoint raises ``InputError`` before binding).
-        runner: Runs one job (default ``run_pipeline``); tests may pass their own.
+        runner: Runs one job (default ``run_animate_job``); tests may pass their own.
         validate: Validates a stored job's settings at submit (default ``validate_spec``).
     """
 
@@ -95,7 +95,7 @@ class Server:
         self.store = JobStore(settings.jobs_dir)
         self.devices = settings.devices or detect_devices()
         self.priors = settings.priors if settings.priors is not None else detect_priors()
-        self._runner = runner or run_pipeline
+        self._runner = runner or run_animate_job
         self._validate = validate or validate_spec
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()

@@ -5,7 +5,7 @@ them with the self-guided sampler and the video prior (``backend.diffusion.resto
 videos to the training set and trains the residual field further; the learning-rate schedule spans all rounds
 (the paper: a round every 5k of 25k iterations). At the end the final model is rendered along every trajectory.
 
-Job folder outputs (inside the pipeline's temporary folder): ``renders/{coarse,restored,final}/<trajectory>/``
+Job folder outputs (inside the job's temporary folder): ``renders/{coarse,restored,final}/<trajectory>/``
 (PNG frames, cameras.json with motion frames, contact_sheet.png, video.mp4) and ``field/``
 (``field.safetensors`` + ``config.json`` + ``fit.json``). Restored videos and fit checkpoints are kept in a
 hidden sibling of the job folder (``.<job>.checkpoint/``) until the job completes, so a stopped job run again

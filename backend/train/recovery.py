@@ -30,6 +30,7 @@ from backend.motion.skinning import skin_means_quats
 from backend.reconstruct import sample_body_gaussians
 from backend.reconstruct.surface import tangent_frames
 from backend.render.cameras import Cameras
+from backend.render.metrics import weighted_psnr
 from backend.render.render import RenderSettings, render
 from backend.render.trajectories import cameras_around, diagonal_trajectories, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, even_motion_frames
@@ -262,11 +263,6 @@ class RecoveryMetrics:
     identity_mean_mm: float
 
 
-def _psnr(a: Tensor, b: Tensor, region: Tensor) -> float:
-    mse = ((a - b).square().mean(-1, keepdim=True) * region).sum() / region.sum().clamp_min(1)
-    return float(-10.0 * torch.log10(mse.clamp_min(1e-12)))
-
-
 def held_out_renders(scene: RecoveryScene, field_: ResidualField | None) -> tuple[Tensor, Tensor, Tensor]:
     """(truth rgb, model rgb, skirt region) at the held-out views. [V, H, W, 3], [V, H, W, 3], [V, H, W, 1]"""
     settings = RenderSettings(backend="torch", background=(1.0, 1.0, 1.0))
@@ -311,7 +307,7 @@ def evaluate_recovery(scene: RecoveryScene, field_: ResidualField) -> RecoveryMe
             moves.append((fit - rig).norm(dim=-1))
         moves_t = torch.stack(moves)
     return RecoveryMetrics(
-        psnr_rigid=_psnr(rigid, truth, region), psnr_fit=_psnr(fitted, truth, region),
+        psnr_rigid=weighted_psnr(rigid, truth, region), psnr_fit=weighted_psnr(fitted, truth, region),
         error_rigid_mm=1000 * float(torch.stack(err_rigid).mean()),
         error_fit_mm=1000 * float(torch.stack(err_fit).mean()),
         identity_max_mm=1000 * float(moves_t.max()), identity_mean_mm=1000 * float(moves_t.mean()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import imageio.v3 as iio
 import pytest
 
-from backend.cli.demo_photo import PHOTO_HEIGHT, PHOTO_WIDTH, write_reference_photo
+from backend.stages.demo_photo import PHOTO_HEIGHT, PHOTO_WIDTH, write_reference_photo
 from backend.motion.builtin import builtin_motion
 from backend.reconstruct.inputs import load_reference_view
 
