@@ -1,10 +1,16 @@
-"""Bake an imported result for other tools: Alembic (positions + velocities), PLY sequence and USD (every
-attribute).
+"""Bake an imported result for other tools: Alembic, PLY sequence (bit-exact copies) and USD (every attribute).
 
-Alembic cannot carry the Gaussian attributes (Blender's exporter drops custom point attributes): it gets the
-positions per frame and a ``velocity`` vector per point. A vertex-only mesh only gets per-frame positions in
-Alembic when Blender sees it as deforming, so the bake uses a temporary mesh proxy with a pass-through
-Geometry Nodes modifier, fed by the same frame handler as the point cloud, and removes it afterwards.
+Alembic depends on the Blender version:
+
+- Blender 5.3+ writes point clouds as Alembic points and keeps their FLOAT and FLOAT_VECTOR point attributes
+  (FLOAT4, QUATERNION and FLOAT_COLOR are dropped). The bake writes the complete splat cache in those types,
+  named as Houdini reads them (``ALEMBIC_SPLAT_ATTRIBUTES``): positions, ``velocity`` (Alembic's
+  ``.velocities``, Houdini's ``v``), ``scale``, ``Cd``, ``Alpha``, ``orient_xyz`` + ``orient_w``, ``sh_<k>``.
+- Blender 4.5-5.2 export point clouds as an empty and drop custom attributes: the bake writes positions per
+  frame and a ``velocity`` per point through a vertex-only mesh.
+
+Either way the bake object is a temporary proxy with a pass-through Geometry Nodes modifier (so the exporter
+sees it as animated), fed by the same frame handler as the result, and removed afterwards.
 """
 
 from __future__ import annotations
@@ -20,8 +26,32 @@ from . import splat_import
 
 log = logging.getLogger(__name__)
 
-ALEMBIC_DROPS = "colour, opacity, scale, rotation and SH (Alembic keeps positions and velocities only)"
-ALEMBIC_NOTE = f"Alembic drops {ALEMBIC_DROPS.split(' (')[0]}; PLY sequence and USD keep every attribute."
+ALEMBIC_SPLAT_ATTRIBUTES = {
+    "velocity": "m/s per point (forward difference x fps); Alembic .velocities, Houdini v",
+    "scale": "linear Gaussian scale per axis (metres)",
+    "Cd": "base colour, display RGB = 0.5 + SH_C0 * f_dc",
+    "Alpha": "opacity in [0, 1]",
+    "orient_xyz": "x, y, z of the unit rotation quaternion",
+    "orient_w": "w of the unit rotation quaternion (Houdini: orient = set(orient_xyz, orient_w))",
+    "sh_<k>": "higher SH coefficient k (rgb), as Blender's radiance:sh_<k>",
+    "part_id, loose, ...": "the per-Gaussian labels of the PLY, when present",
+}
+ALEMBIC_NOTE_SPLATS = "Alembic keeps the complete splat cache (positions, velocity, scale, Cd, Alpha, orient, SH)."
+ALEMBIC_NOTE_POINTS = ("Alembic keeps positions and velocities only (Blender before 5.3 drops point attributes); "
+                       "PLY sequence and USD keep every attribute.")
+
+
+def alembic_note() -> str:
+    """What an Alembic bake keeps in this Blender."""
+    return ALEMBIC_NOTE_SPLATS if splat_import.native_splats() else ALEMBIC_NOTE_POINTS
+
+
+def usd_attribute_name(name: str) -> str:
+    """An attribute's name as this Blender writes it to USD: 5.2+ keep ``:`` in primvar names, older Blender
+    writes ``_`` (``radiance:base`` -> ``radiance_base``)."""
+    import bpy
+
+    return name if bpy.app.version >= (5, 2, 0) else name.replace(":", "_")
 
 
 class BakeError(ValueError):
@@ -81,7 +111,8 @@ class _Selection:
 
 def bake_alembic(context, obj, filepath: str | os.PathLike, frame_start: int | None = None,
                  frame_end: int | None = None, velocities: bool = True) -> Path:
-    """Write the result's per-frame positions (and velocities, m/s) to an Alembic file.
+    """Write the result to an Alembic file: the complete splat cache in Blender 5.3+, positions (and velocities)
+    before.
 
     Args:
         context: Blender context.
@@ -99,34 +130,38 @@ def bake_alembic(context, obj, filepath: str | os.PathLike, frame_start: int | N
     start, end = _frame_range(obj, frame_start, frame_end)
     filepath = Path(bpy.path.abspath(str(filepath))).resolve()
     filepath.parent.mkdir(parents=True, exist_ok=True)
-    first = splat_import.CACHE.get(splat_import.frame_path(obj[splat_import.PROP_JOB], 0))
+    splats = splat_import.native_splats()
+    first = splat_import.CACHE.get(splat_import.frame_path(obj[splat_import.PROP_JOB], 0), splats)
+    count = len(first["position"])
 
-    mesh = bpy.data.meshes.new(obj.name + " Alembic")
-    proxy = bpy.data.objects.new(obj.name, mesh)  # the Alembic object takes the result's name
+    if splats:
+        data = bpy.data.pointclouds.new(obj.name + " Alembic")
+        data.resize(count)
+    else:
+        data = bpy.data.meshes.new(obj.name + " Alembic")
+        data.vertices.add(count)
+    proxy = bpy.data.objects.new(obj.name, data)  # the Alembic object takes the result's name
     try:
-        mesh.vertices.add(len(first["position"]))
-        mesh.vertices.foreach_set("co", first["position"].ravel())
-        if velocities:
-            mesh.attributes.new("velocity", "FLOAT_VECTOR", "POINT")
         for key in (splat_import.PROP_JOB, splat_import.PROP_FRAME_START, splat_import.PROP_NUM_FRAMES,
                     splat_import.PROP_FPS):
             if key in obj:
                 proxy[key] = obj[key]
+        proxy[splat_import.PROP_LAYOUT] = "alembic_splats" if splats else "alembic_points"
         proxy["ani3dhuman_velocity"] = int(velocities)
         proxy.matrix_world = obj.matrix_world
         context.scene.collection.objects.link(proxy)
+        splat_import.update_object(proxy, start)  # creates every attribute before the exporter looks
         splat_import.add_pass_through_modifier(proxy)
         with _Selection(context, [proxy]), splat_import.handlers_active():
             result = bpy.ops.wm.alembic_export(
-                filepath=str(filepath), start=start, end=end, selected=True, as_background_job=False, init_scene_frame_range=False,
-                flatten=True, uvs=False, normals=False, vcolors=False, face_sets=False,
-                export_custom_properties=False, evaluation_mode="RENDER")
+                filepath=str(filepath), start=start, end=end, selected=True, as_background_job=False,
+                init_scene_frame_range=False, flatten=True, uvs=False, normals=False, vcolors=False,
+                face_sets=False, export_custom_properties=False, evaluation_mode="RENDER")
         if "FINISHED" not in result:
             raise BakeError(f"Alembic export failed: {result}")
     finally:
         splat_import._LOADED.pop(proxy.as_pointer(), None)
-        bpy.data.objects.remove(proxy)
-        bpy.data.meshes.remove(mesh)
+        splat_import.remove_data_blocks([proxy, data])
     log.info("Alembic: %s frames %d-%d", filepath, start, end)
     return filepath
 
@@ -185,8 +220,10 @@ def export_usd(context, obj, filepath: str | os.PathLike, frame_start: int | Non
     return filepath
 
 
-def alembic_positions(context, filepath: str | os.PathLike, frames: list[int]) -> dict[int, np.ndarray]:
-    """Re-import an Alembic file and read its world positions at ``frames`` (for checks); removes it again."""
+def alembic_frames(context, filepath: str | os.PathLike, frames: list[int],
+                   names: tuple[str, ...] = ("position",)) -> dict[int, dict[str, np.ndarray]]:
+    """Re-import an Alembic file and read its points' attributes at ``frames`` (``position`` in world space),
+    for checks; removes what it imported again."""
     import bpy
 
     before = set(bpy.data.objects)
@@ -194,19 +231,28 @@ def alembic_positions(context, filepath: str | os.PathLike, frames: list[int]) -
     new = [o for o in bpy.data.objects if o not in before]
     out = {}
     try:
-        meshes = [o for o in new if o.type == "MESH"]
-        if len(meshes) != 1:
-            raise BakeError(f"expected one mesh in {filepath}, found {len(meshes)}")
+        found = [o for o in new if o.type in ("MESH", "POINTCLOUD")]
+        if len(found) != 1:
+            raise BakeError(f"expected one point set in {filepath}, found {len(found)}")
         for frame in frames:
             context.scene.frame_set(frame)
-            evaluated = meshes[0].evaluated_get(context.evaluated_depsgraph_get())
-            data = evaluated.to_mesh()
-            co = np.empty(len(data.vertices) * 3, np.float32)
-            data.vertices.foreach_get("co", co)
+            evaluated = found[0].evaluated_get(context.evaluated_depsgraph_get())
             m = np.asarray(evaluated.matrix_world)
-            out[frame] = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
-            evaluated.to_mesh_clear()
+            values = {}
+            for name in names:
+                attr = evaluated.data.attributes[name]
+                width = {"FLOAT_VECTOR": 3, "FLOAT": 1}[attr.data_type]
+                buf = np.empty(len(attr.data) * width, np.float32)
+                attr.data.foreach_get("vector" if width == 3 else "value", buf)
+                values[name] = buf.reshape(-1, 3) if width == 3 else buf
+            values["position"] = values["position"] @ m[:3, :3].T + m[:3, 3] if "position" in values else None
+            out[frame] = values
     finally:
         for o in new:
             bpy.data.objects.remove(o)
     return out
+
+
+def alembic_positions(context, filepath: str | os.PathLike, frames: list[int]) -> dict[int, np.ndarray]:
+    """World positions of an Alembic file's points at ``frames`` (for checks)."""
+    return {frame: values["position"] for frame, values in alembic_frames(context, filepath, frames).items()}

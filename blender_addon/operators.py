@@ -193,7 +193,8 @@ def _result_object(context):
 class ANI3DHUMAN_OT_bake_alembic(bpy.types.Operator):
     bl_idname = "ani3dhuman.bake_alembic"
     bl_label = "Bake Alembic"
-    bl_description = ("Write positions and velocities per frame to Alembic. " + bake.ALEMBIC_NOTE)
+    bl_description = ("Write the result per frame to Alembic: the complete splat cache in Blender 5.3+, positions "
+                      "and velocities before")
 
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="")
 
@@ -202,7 +203,7 @@ class ANI3DHUMAN_OT_bake_alembic(bpy.types.Operator):
         written = run_reporting(self, bake.bake_alembic, context, _result_object(context), path)
         if written is None:
             return {"CANCELLED"}
-        self.report({"INFO"}, f"Alembic written: {written} ({bake.ALEMBIC_NOTE})")
+        self.report({"INFO"}, f"Alembic written: {written} ({bake.alembic_note()})")
         return {"FINISHED"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bake, session
+from . import session, splat_import
 
 
 class _Panel:
@@ -115,8 +115,12 @@ class ANI3DHUMAN_PT_results(_Panel, bpy.types.Panel):
         col.prop(props, "alembic_path")
         col.operator("ani3dhuman.bake_alembic", icon="EXPORT")
         box = col.box()
-        box.label(text="Alembic keeps positions + velocities only;", icon="INFO")
-        box.label(text=f"it drops {bake.ALEMBIC_DROPS.split(' (')[0]}.")
+        if splat_import.native_splats():
+            box.label(text="Alembic keeps the complete splat cache", icon="INFO")
+            box.label(text="(velocity, scale, Cd, Alpha, orient, SH).")
+        else:
+            box.label(text="Alembic keeps positions + velocities only;", icon="INFO")
+            box.label(text="PLY sequence and USD keep every attribute.")
         col.prop(props, "ply_dir")
         col.operator("ani3dhuman.export_ply_sequence", icon="EXPORT")
         col.prop(props, "usd_path")

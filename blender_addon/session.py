@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import convert, rig_export, splat_import
+from . import convert, ply_io, rig_export, splat_import
 from .wire import client, protocol
 
 log = logging.getLogger(__name__)
@@ -456,7 +456,7 @@ def _step_download(job: Job, c: client.Client, props) -> None:
     job.download_total = int(header["total"])
     job.result_json = header.get("result") or {}
     for index, arrays in sorted(frames.items()):
-        splat_import.write_3dgs_ply(splat_import.frame_path(job.download_dir, int(index)), arrays["means"],
+        ply_io.write_3dgs_ply(splat_import.frame_path(job.download_dir, int(index)), arrays["means"],
                                     arrays["quats"], arrays["log_scales"], arrays["opacity_logits"], arrays["sh"])
     stop = int(header["stop"])
     if stop <= job.download_next and stop < job.download_total:

@@ -5,10 +5,12 @@ loads ``frames/frame_%06d.ply`` for the current frame from disk (numpy, a small 
 point cloud's attributes, so scrubbing shows frame k exactly and a saved .blend reopens animated (the handler
 is persistent and refreshes everything on ``load_post``).
 
-Attributes (Blender 5.3 Gaussian-splat names where they exist): ``position``, ``rotation`` (quaternion
-w, x, y, z, normalised), ``scale`` (linear, per axis), ``opacity`` (0..1), ``radiance:base`` (rgb from the SH DC
-term + opacity as alpha), ``radiance:sh_<k>`` (higher SH coefficients, rgb), ``radius`` (viewport size), and
-the binding labels ``part_id`` / ``loose`` when the PLY has them.
+In Blender 5.3 and later the object is a native Gaussian-splat point cloud (``PointCloud.type ==
+'GAUSSIAN_SPLAT'``) whose attributes equal what Blender's own PLY importer makes of the same frame, so Solid,
+Material Preview, Rendered and F12 all draw the Gaussians. Blender 4.5-5.2 have no splats: the object is a
+plain point cloud with an emission material (``ply_io.points_attributes``). Each object records its layout in
+``ani3dhuman_layout``: ``splats``, ``points``, or one of the bake proxies' (``alembic_points``: positions and
+velocities; ``alembic_splats``: the complete splat cache of ``bake.ALEMBIC_SPLAT_ATTRIBUTES``).
 """
 
 from __future__ import annotations
@@ -22,205 +24,51 @@ from pathlib import Path
 
 import numpy as np
 
+from .ply_io import (
+    SH_C0,
+    ResultError,
+    attribute_spec,
+    foreach_key,
+    points_attributes,
+    read_ply_vertices,
+    splat_attributes,
+)
+
 log = logging.getLogger(__name__)
 
-SH_C0 = 0.28209479177387814
 PROP_JOB = "ani3dhuman_job"
 PROP_FRAME_START = "ani3dhuman_frame_start"
 PROP_NUM_FRAMES = "ani3dhuman_num_frames"
 PROP_FPS = "ani3dhuman_fps"
 PASS_THROUGH_GROUP = "Ani3DHuman Pass-through"
 MATERIAL_NAME = "Ani3DHuman Splat Colour"
+PROP_LAYOUT = "ani3dhuman_layout"
 FRAME_PATTERN = re.compile(r"^frame_(\d{6})\.ply$")
-RADIUS_FACTOR = 1.5  # viewport radius = factor * mean Gaussian scale (about 1.5 sigma looks like the splat)
-MIN_RADIUS = 1e-4
-
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}
-_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-             "rot_0", "rot_1", "rot_2", "rot_3")
+LAYOUTS = ("splats", "points", "alembic_points", "alembic_splats")
 
 
-class ResultError(ValueError):
-    """A result folder or PLY file cannot be imported (names the file and what is wrong)."""
+def native_splats() -> bool:
+    """True in Blender 5.3+, which draws Gaussian splats natively."""
+    import bpy
+
+    return bpy.app.version >= (5, 3, 0)
 
 
-def read_ply_vertices(path: str | os.PathLike) -> np.ndarray:
-    """Read the ``vertex`` element of a binary PLY with numpy (no bpy, no plyfile).
-
-    Args:
-        path: A binary little/big-endian PLY whose first element is ``vertex`` with scalar properties.
-
-    Returns:
-        Structured array with one field per vertex property. [N]
-
-    Raises:
-        ResultError: missing file, ASCII PLY, list properties, or a truncated file.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            header = b""
-            while not header.endswith(b"end_header\n"):
-                line = fh.readline()
-                if not line:
-                    raise ResultError(f"{path}: not a PLY file (no end_header)")
-                header += line
-                if len(header) > 1 << 16:
-                    raise ResultError(f"{path}: PLY header too long")
-            offset = len(header)
-    except FileNotFoundError:
-        raise ResultError(f"result frame not found: {path}") from None
-    lines = header.decode("ascii", "replace").splitlines()
-    if not lines or lines[0].strip() != "ply":
-        raise ResultError(f"{path}: not a PLY file")
-    fmt, fields, count, element = None, [], None, None
-    for line in lines[1:]:
-        parts = line.split()
-        if not parts:
-            continue
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "element":
-            if element == "vertex":
-                break  # later elements (faces) are not needed
-            element, count = parts[1], int(parts[2])
-            if element != "vertex":
-                raise ResultError(f"{path}: first PLY element is '{element}', expected 'vertex'")
-        elif parts[0] == "property" and element == "vertex":
-            if parts[1] == "list":
-                raise ResultError(f"{path}: list property '{parts[-1]}' in the vertex element is not supported")
-            if parts[1] not in _PLY_TYPES:
-                raise ResultError(f"{path}: unknown PLY property type '{parts[1]}'")
-            fields.append((parts[2], _PLY_TYPES[parts[1]]))
-    if fmt not in ("binary_little_endian", "binary_big_endian"):
-        raise ResultError(f"{path}: PLY format '{fmt}' not supported (expected binary)")
-    if count is None:
-        raise ResultError(f"{path}: PLY has no vertex element")
-    endian = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(name, endian + code) for name, code in fields])
-    data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-    if len(data) != count:
-        raise ResultError(f"{path}: truncated PLY ({len(data)} of {count} vertices)")
-    return data
-
-
-def splat_attributes(vertices: np.ndarray, path: str = "PLY") -> dict[str, np.ndarray]:
-    """3DGS PLY vertex records -> the point-cloud attributes (float32).
-
-    Args:
-        vertices: Structured records from ``read_ply_vertices``. [N]
-        path: For error messages.
-
-    Returns:
-        ``position [N, 3]``, ``rotation [N, 4]``, ``scale [N, 3]``, ``opacity [N]``, ``radiance:base [N, 4]``,
-        ``radiance:sh_<k> [N, 3]``, ``radius [N]``, and ``part_id`` / ``loose`` [N] when present.
-    """
-    names = vertices.dtype.names or ()
-    missing = [n for n in _REQUIRED if n not in names]
-    if missing:
-        raise ResultError(f"{path}: not a 3DGS PLY, missing vertex properties {missing}")
-
-    dtypes = {vertices.dtype.fields[n][0] for n in names}
-    if len(dtypes) == 1 and next(iter(dtypes)).kind == "f":
-        # All properties share one float type (the 3DGS layout): one 2-D view, column slices, no copies.
-        table = vertices.view(next(iter(dtypes))).reshape(len(vertices), len(names))
-        column = {n: i for i, n in enumerate(names)}
-
-        def cols(keys):
-            idx = [column[k] for k in keys]
-            if idx == list(range(idx[0], idx[0] + len(idx))):
-                return table[:, idx[0]: idx[0] + len(idx)].astype(np.float32)
-            return table[:, idx].astype(np.float32)
-    else:
-        def cols(keys):
-            return np.stack([np.asarray(vertices[k], dtype=np.float32) for k in keys], axis=1)
-
-    quats = cols(["rot_0", "rot_1", "rot_2", "rot_3"])
-    norm = np.linalg.norm(quats, axis=1, keepdims=True)
-    bad = norm[:, 0] < 1e-12
-    quats = quats / np.where(bad[:, None], 1.0, norm)
-    quats[bad] = (1.0, 0.0, 0.0, 0.0)
-    scale = np.exp(cols(["scale_0", "scale_1", "scale_2"]))
-    opacity = 1.0 / (1.0 + np.exp(-cols(["opacity"])[:, 0]))
-    rgb = 0.5 + np.float32(SH_C0) * cols(["f_dc_0", "f_dc_1", "f_dc_2"])
-    out = {
-        "position": cols(["x", "y", "z"]),
-        "rotation": quats,
-        "scale": scale,
-        "opacity": opacity,
-        "radiance:base": np.concatenate([rgb, opacity[:, None]], axis=1),
-        "radius": np.maximum(np.float32(RADIUS_FACTOR) * scale.mean(axis=1), np.float32(MIN_RADIUS)),
-    }
-    rest = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n[7:]))
-    if len(rest) % 3:
-        raise ResultError(f"{path}: f_rest_* count {len(rest)} is not a multiple of 3")
-    per_channel = len(rest) // 3
-    if per_channel:
-        coeffs = cols(rest).reshape(len(vertices), 3, per_channel)  # channel-major
-        for k in range(per_channel):
-            out[f"radiance:sh_{k + 1}"] = coeffs[:, :, k]
-    for label in ("part_id", "loose"):
-        if label in names:
-            out[label] = cols([label])[:, 0]
+def alembic_splat_attributes(splats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A frame's splat attributes renamed and split into the types Alembic keeps (FLOAT, FLOAT_VECTOR), with the
+    names Houdini and other Alembic readers expect: ``Cd`` (base colour, display RGB), ``Alpha`` (opacity),
+    ``scale`` (linear), ``orient_xyz`` + ``orient_w`` (the unit quaternion; Houdini's ``orient`` is x, y, z, w),
+    ``sh_<k>`` (higher SH coefficients), and the labels as they are."""
+    base = splats["radiance:base"]
+    quats = splats["rotation"]
+    out = {"position": splats["position"], "Cd": 0.5 + np.float32(SH_C0) * base[:, :3], "Alpha": base[:, 3],
+           "scale": splats["scale"], "orient_xyz": quats[:, 1:], "orient_w": quats[:, 0]}
+    for name, values in splats.items():
+        if name.startswith("radiance:sh_"):
+            out["sh_" + name.split("_")[-1]] = values
+        elif name not in ("position", "radiance:base", "rotation", "scale"):
+            out[name] = values
     return {key: np.ascontiguousarray(value, dtype=np.float32) for key, value in out.items()}
-
-
-def write_3dgs_ply(path: str | os.PathLike, means: np.ndarray, quats: np.ndarray, log_scales: np.ndarray,
-                   opacity_logits: np.ndarray, sh: np.ndarray) -> None:
-    """Write the standard 3DGS PLY layout (docs/design.md §3) with numpy, atomically (temporary file + rename).
-
-    Args:
-        path: Output file.
-        means: [N, 3]; quats: (w, x, y, z) [N, 4]; log_scales: [N, 3]; opacity_logits: [N];
-        sh: 3DGS SH coefficients, DC first. [N, K, 3]
-    """
-    means = np.asarray(means)
-    n = len(means)
-    sh = np.asarray(sh).reshape(n, -1, 3)
-    k = sh.shape[1]
-    checks = {"means": (means, (n, 3)), "quats": (np.asarray(quats), (n, 4)),
-              "log_scales": (np.asarray(log_scales), (n, 3)), "opacity_logits": (np.asarray(opacity_logits), (n,))}
-    for name, (value, shape) in checks.items():
-        if value.shape != shape:
-            raise ResultError(f"{name}: expected shape {list(shape)}, got {list(value.shape)}")
-    rest = np.transpose(sh[:, 1:], (0, 2, 1)).reshape(n, 3 * (k - 1))
-    data = np.concatenate([means, np.zeros((n, 3)), sh[:, 0], rest, np.asarray(opacity_logits)[:, None],
-                           log_scales, quats], axis=1).astype("<f4")
-    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-    names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
-    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n"
-    header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(header.encode("ascii"))
-            fh.write(np.ascontiguousarray(data).tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-# Attribute name -> (Blender data type, components).
-def attribute_spec(name: str) -> tuple[str, int]:
-    if name == "rotation":
-        return "QUATERNION", 4
-    if name == "radiance:base":
-        return "FLOAT_COLOR", 4
-    if name in ("scale", "velocity") or name.startswith("radiance:sh_"):
-        return "FLOAT_VECTOR", 3
-    return "FLOAT", 1
-
-
-def _foreach_key(data_type: str) -> str:
-    return {"QUATERNION": "value", "FLOAT_COLOR": "color", "FLOAT_VECTOR": "vector", "FLOAT": "value"}[data_type]
-
 
 class FrameCache:
     """Small LRU of decoded frames, keyed by (path, mtime, size) so a rewritten file is re-read."""
@@ -229,16 +77,17 @@ class FrameCache:
         self.capacity = capacity
         self._items: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
 
-    def get(self, path: Path) -> dict[str, np.ndarray]:
+    def get(self, path: Path, native: bool = True) -> dict[str, np.ndarray]:
+        """The frame's attributes: Blender 5.3's splat layout (``native``) or the plain point layout."""
         try:
             stat = path.stat()
         except FileNotFoundError:
             raise ResultError(f"result frame not found: {path}") from None
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        key = (str(path), stat.st_mtime_ns, stat.st_size, native)
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = splat_attributes(read_ply_vertices(path), str(path))
+        value = (splat_attributes if native else points_attributes)(read_ply_vertices(path), str(path))
         self._items[key] = value
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
@@ -322,8 +171,9 @@ def _colour_material():
     return material
 
 
-def write_attributes(data, attributes: dict[str, np.ndarray]) -> None:
-    """Write per-point attributes into point-cloud (or mesh vertex) data, creating missing ones."""
+def write_attributes(data, attributes: dict[str, np.ndarray], native: bool = False) -> None:
+    """Write per-point attributes into point-cloud (or mesh vertex) data, creating missing ones (``native``:
+    Blender 5.3's splat types, ``radiance:base`` as FLOAT4)."""
     count = len(attributes["position"])
     for name, values in attributes.items():
         if name == "position":
@@ -332,7 +182,7 @@ def write_attributes(data, attributes: dict[str, np.ndarray]) -> None:
             else:
                 data.vertices.foreach_set("co", values.ravel())
             continue
-        data_type, _ = attribute_spec(name)
+        data_type, _ = attribute_spec(name, native)
         attr = data.attributes.get(name)
         if attr is None or attr.data_type != data_type:
             if attr is not None:
@@ -340,7 +190,7 @@ def write_attributes(data, attributes: dict[str, np.ndarray]) -> None:
             attr = data.attributes.new(name, data_type, "POINT")
         if len(attr.data) != count:
             raise ResultError(f"attribute '{name}' has {len(attr.data)} points, frame has {count}")
-        attr.data.foreach_set(_foreach_key(data_type), values.ravel())
+        attr.data.foreach_set(foreach_key(data_type), values.ravel())
     data.update_tag()
 
 
@@ -367,42 +217,66 @@ def import_result(context, job_dir: str | os.PathLike, frame_start: int, name: s
 
     job_dir = Path(job_dir).resolve()
     frames = list_frames(job_dir)
-    first = CACHE.get(frames[0])
+    native = native_splats()
+    first = CACHE.get(frames[0], native)
     count = len(first["position"])
     fps = _result_fps(job_dir)
     name = name or f"Ani3DHuman {job_dir.name}"
 
-    mesh = bpy.data.meshes.new(name)
-    obj = None
+    created = []  # data blocks to remove if anything fails, newest first
     try:
-        mesh.vertices.add(count)
-        mesh.vertices.foreach_set("co", first["position"].ravel())
-        obj = bpy.data.objects.new(name, mesh)
-        (collection or context.scene.collection).objects.link(obj)
-        _convert_to_pointcloud(context, obj)
-        cloud = obj.data
-        write_attributes(cloud, first)
-        cloud.materials.append(_colour_material())
-        if hasattr(cloud, "color_attributes"):  # viewers that colour by the active colour attribute use it
-            cloud.color_attributes.active = cloud.attributes["radiance:base"]
+        if native:
+            cloud = bpy.data.pointclouds.new(name)
+            created.append(cloud)
+            cloud.resize(count)
+            cloud.type = "GAUSSIAN_SPLAT"
+            obj = bpy.data.objects.new(name, cloud)
+            created.insert(0, obj)
+            (collection or context.scene.collection).objects.link(obj)
+        else:
+            mesh = bpy.data.meshes.new(name)
+            created.append(mesh)
+            mesh.vertices.add(count)
+            mesh.vertices.foreach_set("co", first["position"].ravel())
+            obj = bpy.data.objects.new(name, mesh)
+            created.insert(0, obj)
+            (collection or context.scene.collection).objects.link(obj)
+            _convert_to_pointcloud(context, obj)
+            created.insert(1, obj.data)
+            obj.data.materials.append(_colour_material())
+        write_attributes(obj.data, first, native)
+        if not native and hasattr(obj.data, "color_attributes"):  # viewers colour by the active colour attribute
+            obj.data.color_attributes.active = obj.data.attributes["radiance:base"]
         add_pass_through_modifier(obj)
         obj[PROP_JOB] = str(job_dir)
         obj[PROP_FRAME_START] = int(frame_start)
         obj[PROP_NUM_FRAMES] = len(frames)
+        obj[PROP_LAYOUT] = "splats" if native else "points"
         if fps:
             obj[PROP_FPS] = float(fps)
     except Exception:
-        if obj is not None:
-            data = obj.data
-            bpy.data.objects.remove(obj)
-            if data is not None and data.users == 0:
-                (bpy.data.pointclouds if data.id_type == "POINTCLOUD" else bpy.data.meshes).remove(data)
-        if mesh.name in bpy.data.meshes and mesh.users == 0:
-            bpy.data.meshes.remove(mesh)
+        remove_data_blocks(created)
         raise
     _LOADED.pop(obj.as_pointer(), None)
     update_object(obj, context.scene.frame_current)
     return obj
+
+
+def remove_data_blocks(blocks) -> None:
+    """Remove data blocks created by a failed step, objects first; a failure here is logged, never raised over
+    the error that started the clean-up."""
+    import bpy
+
+    collections = {"OBJECT": bpy.data.objects, "MESH": bpy.data.meshes, "POINTCLOUD": bpy.data.pointclouds}
+    for block in blocks:
+        try:
+            kind = block.id_type
+            if block.users == 0 or kind == "OBJECT":
+                collections[kind].remove(block)
+        except ReferenceError:  # already removed together with another block
+            continue
+        except Exception as exc:  # noqa: BLE001 — the original error matters more
+            log.warning("Ani3DHuman: could not clean up %r: %s", block, exc)
 
 
 def _result_fps(job_dir: Path) -> float | None:
@@ -457,28 +331,41 @@ def update_object(obj, scene_frame: int) -> int:
     key = (str(job), index)
     if _LOADED.get(obj.as_pointer()) == key:
         return index
-    attributes = CACHE.get(frame_path(job, index))
-    if obj.type == "MESH":
-        attributes = _mesh_attributes(obj, job, index, attributes)
-    write_attributes(obj.data, attributes)
+    layout = object_layout(obj)
+    native = layout in ("splats", "alembic_splats")
+    attributes = CACHE.get(frame_path(job, index), native)
+    if layout == "alembic_points":
+        attributes = {"position": attributes["position"]}
+    elif layout == "alembic_splats":
+        attributes = alembic_splat_attributes(attributes)
+    if obj.get("ani3dhuman_velocity"):
+        attributes["velocity"] = _velocity(obj, job, index, attributes["position"], native)
+    write_attributes(obj.data, attributes, native and layout == "splats")
     _LOADED[obj.as_pointer()] = key
     return index
 
 
-def _mesh_attributes(obj, job, index, attributes):
-    """Mesh bake proxies carry positions and velocities only (what Alembic can store)."""
-    out = {"position": attributes["position"]}
-    if obj.get("ani3dhuman_velocity"):
-        num = int(obj[PROP_NUM_FRAMES])
-        fps = float(obj.get(PROP_FPS, 0.0)) or 24.0
-        if num == 1:
-            velocity = np.zeros_like(attributes["position"])
-        elif index + 1 < num:
-            velocity = (CACHE.get(frame_path(job, index + 1))["position"] - attributes["position"]) * fps
-        else:
-            velocity = (attributes["position"] - CACHE.get(frame_path(job, index - 1))["position"]) * fps
-        out["velocity"] = np.ascontiguousarray(velocity, dtype=np.float32)
-    return out
+def object_layout(obj) -> str:
+    """The object's attribute layout (objects from older add-on versions carry none: inferred)."""
+    layout = obj.get(PROP_LAYOUT)
+    if layout in LAYOUTS:
+        return layout
+    if obj.type == "MESH":
+        return "alembic_points"
+    return "splats" if getattr(obj.data, "type", "POINTS") == "GAUSSIAN_SPLAT" else "points"
+
+
+def _velocity(obj, job, index: int, position: np.ndarray, native: bool) -> np.ndarray:
+    """Per-point velocity in m/s: forward difference times the result fps (backward at the last frame)."""
+    num = int(obj[PROP_NUM_FRAMES])
+    fps = float(obj.get(PROP_FPS, 0.0)) or 24.0
+    if num == 1:
+        velocity = np.zeros_like(position)
+    elif index + 1 < num:
+        velocity = (CACHE.get(frame_path(job, index + 1), native)["position"] - position) * fps
+    else:
+        velocity = (position - CACHE.get(frame_path(job, index - 1), native)["position"]) * fps
+    return np.ascontiguousarray(velocity, dtype=np.float32)
 
 
 def result_objects(scene):
