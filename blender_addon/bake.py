@@ -131,27 +131,9 @@ def bake_alembic(context, obj, filepath: str | os.PathLike, frame_start: int | N
     filepath = Path(bpy.path.abspath(str(filepath))).resolve()
     filepath.parent.mkdir(parents=True, exist_ok=True)
     splats = splat_import.native_splats()
-    first = splat_import.CACHE.get(splat_import.frame_path(obj[splat_import.PROP_JOB], 0), splats)
-    count = len(first["position"])
-
-    if splats:
-        data = bpy.data.pointclouds.new(obj.name + " Alembic")
-        data.resize(count)
-    else:
-        data = bpy.data.meshes.new(obj.name + " Alembic")
-        data.vertices.add(count)
-    proxy = bpy.data.objects.new(obj.name, data)  # the Alembic object takes the result's name
+    proxy = _bake_proxy(context, obj, "alembic_splats" if splats else "alembic_points", start, velocities)
+    data = proxy.data
     try:
-        for key in (splat_import.PROP_JOB, splat_import.PROP_FRAME_START, splat_import.PROP_NUM_FRAMES,
-                    splat_import.PROP_FPS):
-            if key in obj:
-                proxy[key] = obj[key]
-        proxy[splat_import.PROP_LAYOUT] = "alembic_splats" if splats else "alembic_points"
-        proxy["ani3dhuman_velocity"] = int(velocities)
-        proxy.matrix_world = obj.matrix_world
-        context.scene.collection.objects.link(proxy)
-        splat_import.update_object(proxy, start)  # creates every attribute before the exporter looks
-        splat_import.add_pass_through_modifier(proxy)
         with _Selection(context, [proxy]), splat_import.handlers_active():
             result = bpy.ops.wm.alembic_export(
                 filepath=str(filepath), start=start, end=end, selected=True, as_background_job=False,
@@ -164,6 +146,38 @@ def bake_alembic(context, obj, filepath: str | os.PathLike, frame_start: int | N
         splat_import.remove_data_blocks([proxy, data])
     log.info("Alembic: %s frames %d-%d", filepath, start, end)
     return filepath
+
+
+def _bake_proxy(context, obj, layout: str, frame: int, velocities: bool = False):
+    """A temporary object showing ``obj``'s result in ``layout`` (a point cloud; a vertex-only mesh for
+    ``alembic_points``), linked to the scene, fed by the frame handler, with every attribute created at ``frame``.
+    Named like the result, so the exported object takes its name."""
+    import bpy
+
+    first = splat_import.CACHE.get(splat_import.frame_path(obj[splat_import.PROP_JOB], 0))
+    count = len(first["position"])
+    if layout == "alembic_points":
+        data = bpy.data.meshes.new(obj.name + " bake")
+        data.vertices.add(count)
+    else:
+        data = bpy.data.pointclouds.new(obj.name + " bake")
+        data.resize(count)
+    proxy = bpy.data.objects.new(obj.name, data)
+    try:
+        for key in (splat_import.PROP_JOB, splat_import.PROP_FRAME_START, splat_import.PROP_NUM_FRAMES,
+                    splat_import.PROP_FPS):
+            if key in obj:
+                proxy[key] = obj[key]
+        proxy[splat_import.PROP_LAYOUT] = layout
+        proxy["ani3dhuman_velocity"] = int(velocities)
+        proxy.matrix_world = obj.matrix_world
+        context.scene.collection.objects.link(proxy)
+        splat_import.update_object(proxy, frame)
+        splat_import.add_pass_through_modifier(proxy)
+    except Exception:
+        splat_import.remove_data_blocks([proxy, data])
+        raise
+    return proxy
 
 
 def export_ply_sequence(obj, directory: str | os.PathLike, frame_start: int | None = None,
@@ -208,13 +222,19 @@ def export_usd(context, obj, filepath: str | os.PathLike, frame_start: int | Non
     scene = context.scene
     saved = (scene.frame_start, scene.frame_end)
     scene.frame_start, scene.frame_end = start, end
+    # Blender 5.3's USD exporter drops FLOAT4 attributes (the splats' radiance:base): export a proxy that carries
+    # the same attributes with radiance:base as a colour.
+    proxy = _bake_proxy(context, obj, "usd_splats", start) if splat_import.native_splats() else None
     try:
-        with _Selection(context, [obj]), splat_import.handlers_active():
+        with _Selection(context, [proxy or obj]), splat_import.handlers_active():
             result = bpy.ops.wm.usd_export(filepath=str(filepath), selected_objects_only=True,
                                            export_animation=True, export_points=True,
                                            export_materials=False, evaluation_mode="RENDER")
     finally:
         scene.frame_start, scene.frame_end = saved
+        if proxy is not None:
+            splat_import._LOADED.pop(proxy.as_pointer(), None)
+            splat_import.remove_data_blocks([proxy, proxy.data])
     if "FINISHED" not in result:
         raise BakeError(f"USD export failed: {result}")
     return filepath

@@ -234,15 +234,17 @@ def write_3dgs_ply(path: str | os.PathLike, means: np.ndarray, quats: np.ndarray
             tmp.unlink()
 
 
-def attribute_spec(name: str, native: bool) -> tuple[str, int]:
-    """Blender data type and component count of an attribute (``native``: Blender 5.3's splat layout)."""
-    if name == "rotation":
-        return "QUATERNION", 4
-    if name == "radiance:base":
-        return ("FLOAT4" if native else "FLOAT_COLOR"), 4
-    if name in ("scale", "velocity") or name.startswith("radiance:sh_"):
-        return "FLOAT_VECTOR", 3
-    return "FLOAT", 1
+def attribute_type(name: str, values: np.ndarray, native: bool) -> str:
+    """Blender data type of a point attribute: by width (FLOAT [N], FLOAT_VECTOR [N, 3]), and for [N, 4] by name:
+    ``rotation`` is a QUATERNION, anything else FLOAT4 in Blender 5.3's splat layout (``native``), else a colour."""
+    width = 1 if values.ndim == 1 else values.shape[1]
+    if width == 1:
+        return "FLOAT"
+    if width == 3:
+        return "FLOAT_VECTOR"
+    if width == 4:
+        return "QUATERNION" if name == "rotation" else ("FLOAT4" if native else "FLOAT_COLOR")
+    raise ResultError(f"attribute '{name}': no Blender type holds {width} components")
 
 
 def foreach_key(data_type: str) -> str:

@@ -202,6 +202,38 @@ def camera_json(scene, camera_obj) -> dict:
             "cy": height / 2 + cam.shift_y * size, "world_from_camera": world.tolist()}
 
 
+def camera_from_json(scene, camera: dict, name: str = "Ani3DHuman Camera"):
+    """The camera JSON contract (docs/design.md §3) -> a new Blender camera object, linked to the scene; the scene's
+    render size becomes the camera's (100 %, square pixels). Inverse of ``camera_json``.
+
+    Raises:
+        SessionError: missing fields, or non-square pixels (``fx`` != ``fy``), which a Blender camera cannot hold.
+    """
+    import bpy
+    from mathutils import Matrix
+
+    try:
+        width, height = int(camera["width"]), int(camera["height"])
+        fx, fy, cx, cy = (float(camera[k]) for k in ("fx", "fy", "cx", "cy"))
+        matrix = np.asarray(camera["world_from_camera"], dtype=np.float64).reshape(4, 4)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SessionError(f"camera JSON: expected width, height, fx, fy, cx, cy, world_from_camera ({exc})") from None
+    if abs(fx - fy) > 1e-4 * fx:
+        raise SessionError(f"camera JSON: fx {fx} != fy {fy}; Blender cameras have square pixels")
+    render = scene.render
+    render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    data = bpy.data.cameras.new(name)
+    size = max(width, height)
+    data.sensor_fit = "HORIZONTAL" if width >= height else "VERTICAL"
+    data.lens = fx / width * data.sensor_width if width >= height else fy / height * data.sensor_height
+    data.shift_x, data.shift_y = (width / 2 - cx) / size, (cy - height / 2) / size
+    obj = bpy.data.objects.new(name, data)
+    obj.matrix_basis = Matrix([list(row) for row in matrix])  # rows; no parent: basis == world
+    scene.collection.objects.link(obj)
+    return obj
+
+
 def build_spec(scene, props) -> tuple[dict, str | None]:
     """Validate the panel's inputs and build the job spec (motion arrays included) and the image path.
 

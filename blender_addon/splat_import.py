@@ -10,7 +10,8 @@ In Blender 5.3 and later the object is a native Gaussian-splat point cloud (``Po
 Material Preview, Rendered and F12 all draw the Gaussians. Blender 4.5-5.2 have no splats: the object is a
 plain point cloud with an emission material (``ply_io.points_attributes``). Each object records its layout in
 ``ani3dhuman_layout``: ``splats``, ``points``, or one of the bake proxies' (``alembic_points``: positions and
-velocities; ``alembic_splats``: the complete splat cache of ``bake.ALEMBIC_SPLAT_ATTRIBUTES``).
+velocities; ``alembic_splats``: the complete splat cache of ``bake.ALEMBIC_SPLAT_ATTRIBUTES``; ``usd_splats``:
+the splat attributes with ``radiance:base`` as a colour, which USD keeps).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from .ply_io import (
     SH_C0,
     ResultError,
-    attribute_spec,
+    attribute_type,
     foreach_key,
     points_attributes,
     read_ply_vertices,
@@ -44,7 +45,7 @@ PASS_THROUGH_GROUP = "Ani3DHuman Pass-through"
 MATERIAL_NAME = "Ani3DHuman Splat Colour"
 PROP_LAYOUT = "ani3dhuman_layout"
 FRAME_PATTERN = re.compile(r"^frame_(\d{6})\.ply$")
-LAYOUTS = ("splats", "points", "alembic_points", "alembic_splats")
+LAYOUTS = ("splats", "points", "alembic_points", "alembic_splats", "usd_splats")
 
 
 def native_splats() -> bool:
@@ -182,7 +183,7 @@ def write_attributes(data, attributes: dict[str, np.ndarray], native: bool = Fal
             else:
                 data.vertices.foreach_set("co", values.ravel())
             continue
-        data_type, _ = attribute_spec(name, native)
+        data_type = attribute_type(name, values, native)
         attr = data.attributes.get(name)
         if attr is None or attr.data_type != data_type:
             if attr is not None:
@@ -332,7 +333,7 @@ def update_object(obj, scene_frame: int) -> int:
     if _LOADED.get(obj.as_pointer()) == key:
         return index
     layout = object_layout(obj)
-    native = layout in ("splats", "alembic_splats")
+    native = layout in ("splats", "alembic_splats", "usd_splats")
     attributes = CACHE.get(frame_path(job, index), native)
     if layout == "alembic_points":
         attributes = {"position": attributes["position"]}

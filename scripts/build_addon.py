@@ -1,26 +1,37 @@
 #!/usr/bin/env python3
-"""Build the installable Blender extension zip: stage blender_manifest.toml with blender_addon/'s files, then
-validate and build it with Blender's own extension tool (blender_ext.py, shipped inside the bpy module), so no
-Blender binary is needed.
+"""Build the installable Blender extension zips, one per Python ABI that Blender ships, each staged from
+blender_manifest.toml + blender_addon/ (+ the vendored wire package), then validated and built with that
+Blender's own extension tool (blender_ext.py, shipped inside the bpy module), so no Blender binary is needed.
 
-    python scripts/build_addon.py [--output-dir DIR]      # default dist/ -> dist/ani3dhuman-<version>.zip
+    python scripts/build_addon.py [--output-dir DIR] [--target py311|py313 ...]
 
-The pyzmq wheels the manifest lists live in blender_addon/wheels/ (about 5.5 MB for Linux, macOS and Windows,
-Python 3.11 and abi3); missing ones are downloaded with pip into the staging folder when --download-wheels is
-given.
+    dist/ani3dhuman-<version>-py311.zip   Blender 4.5 LTS - 5.0 (Python 3.11): the cp311 pyzmq wheels
+    dist/ani3dhuman-<version>-py313.zip   Blender 5.1 and later (Python 3.13): the abi3 pyzmq wheels
+
+Why two: Blender derives the Python versions a zip supports from the wheels it bundles, and a zip holding both
+cp311 and abi3 wheels is narrowed to 3.11 (Blender 5.1+ then refuses it). Each zip therefore carries one ABI's
+wheels and the Blender range (``blender_version_min`` / ``blender_version_max``, the first version not
+supported) of that Python. blender_ext.py of the target's Blender is found in the repository's test
+environment (``.venv-blender`` for py311, ``.venv-blender-5.3`` for py313; scripts/setup.sh makes them) or
+given as ``BLENDER_EXT_PY311`` / ``BLENDER_EXT_PY313`` (``PYTHON::PATH`` to run it with that interpreter, or a
+path run with this one).
+
+The pyzmq wheels the manifest lists live in blender_addon/wheels/ (about 5.5 MB for Linux, macOS and Windows);
+missing ones are downloaded with pip into the staging folder when --download-wheels is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from vendor_wire import vendor_wire
@@ -31,28 +42,64 @@ ADDON_DIR = REPO / "blender_addon"
 _EXT_SUBPATH = "scripts/addons_core/bl_pkg/cli/blender_ext.py"
 
 
-def find_blender_ext() -> Path:
-    """Locate blender_ext.py: $BLENDER_EXT, the bpy module importable here, or the repo's .venv-blender."""
-    if os.environ.get("BLENDER_EXT"):
-        return Path(os.environ["BLENDER_EXT"])
-    roots = []
-    spec = importlib.util.find_spec("bpy")
-    if spec is not None and spec.submodule_search_locations:
-        roots += list(spec.submodule_search_locations)
-    roots += glob.glob(str(REPO / ".venv-blender" / "lib" / "python3*" / "site-packages" / "bpy"))
-    for root in roots:
+@dataclass(frozen=True)
+class Target:
+    """One zip: the Blender versions of one Python ABI and the wheels they load."""
+
+    name: str
+    python: str
+    wheel_marker: str  # substring of the bundled wheels' file names
+    version_min: str | None  # None: the manifest's
+    version_max: str | None  # first Blender version not supported; None: open-ended
+    test_env: str
+
+
+TARGETS = {
+    "py311": Target("py311", "3.11", "-cp311-cp311-", None, "5.1.0", ".venv-blender"),
+    "py313": Target("py313", "3.13", "-abi3-", "5.1.0", None, ".venv-blender-5.3"),
+}
+
+
+def find_blender_ext(target: Target) -> tuple[str, Path]:
+    """(interpreter, blender_ext.py) of the target's Blender: $BLENDER_EXT_<TARGET> or the repo's test env."""
+    given = os.environ.get(f"BLENDER_EXT_{target.name.upper()}")
+    if given:
+        python, _, path = given.rpartition("::")
+        return python or sys.executable, Path(path)
+    env = REPO / target.test_env
+    for root in glob.glob(str(env / "lib" / f"python{target.python}" / "site-packages" / "bpy")):
         found = sorted(glob.glob(os.path.join(root, "*", _EXT_SUBPATH)))
         if found:
-            return Path(found[-1])
-    raise SystemExit("blender_ext.py not found: install bpy (scripts/setup.sh makes .venv-blender) or set BLENDER_EXT")
+            return str(env / "bin" / "python"), Path(found[-1])
+    raise SystemExit(f"blender_ext.py for {target.name} (Blender on Python {target.python}) not found: run "
+                     f"scripts/setup.sh (makes {target.test_env}) or set BLENDER_EXT_{target.name.upper()}")
 
 
-def stage(staging: Path, download_wheels: bool) -> dict:
-    """Copy the manifest and the add-on into ``staging``; returns the parsed manifest."""
-    manifest = tomllib.loads(MANIFEST.read_text(encoding="utf-8"))
+def target_manifest(text: str, target: Target, wheels: list[str]) -> str:
+    """The manifest text for one target: only its wheels, its Blender version range."""
+    text = re.sub(r"(?ms)^wheels = \[.*?^\]\n", "wheels = [\n" + "".join(f'  "{w}",\n' for w in wheels) + "]\n",
+                  text)
+    if target.version_min:
+        text = re.sub(r'(?m)^blender_version_min = ".*"$', f'blender_version_min = "{target.version_min}"', text)
+    if target.version_max:
+        text = re.sub(r'(?m)^(blender_version_min = ".*")$', rf'\1\nblender_version_max = "{target.version_max}"',
+                      text)
+    return text
+
+
+def stage(staging: Path, target: Target, download_wheels: bool) -> dict:
+    """Copy the target's manifest and the add-on into ``staging``; returns the parsed manifest."""
+    text = MANIFEST.read_text(encoding="utf-8")
+    wheels = [w for w in tomllib.loads(text).get("wheels", []) if target.wheel_marker in Path(w).name]
+    if not wheels:
+        raise SystemExit(f"blender_manifest.toml lists no wheels for {target.name} ('{target.wheel_marker}')")
+    manifest = tomllib.loads(target_manifest(text, target, wheels))
     shutil.copytree(ADDON_DIR, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*", "wire"))
     vendor_wire(staging)  # the wire package is backend/wire, vendored into the extension, never a committed copy
-    shutil.copy2(MANIFEST, staging / "blender_manifest.toml")
+    (staging / "blender_manifest.toml").write_text(target_manifest(text, target, wheels), encoding="utf-8")
+    for wheel in (staging / "wheels").glob("*.whl"):  # only this target's wheels travel
+        if f"./wheels/{wheel.name}" not in wheels:
+            wheel.unlink()
     missing = [w for w in manifest.get("wheels", []) if not (staging / w).is_file()]
     if missing and download_wheels:
         for wheel in missing:
@@ -69,28 +116,28 @@ def stage(staging: Path, download_wheels: bool) -> dict:
     return manifest
 
 
-def run_ext(ext: Path, *args: str) -> None:
-    result = subprocess.run([sys.executable, str(ext), *args], capture_output=True, text=True)
+def run_ext(python: str, ext: Path, *args: str) -> None:
+    result = subprocess.run([python, str(ext), *args], capture_output=True, text=True)
     sys.stdout.write(result.stdout)
     if result.returncode:
         sys.stderr.write(result.stderr)
         raise SystemExit(f"blender_ext {args[0]} failed (exit {result.returncode})")
 
 
-def build(output_dir: Path, download_wheels: bool = False) -> Path:
-    """Stage, validate, build and re-validate; returns the zip path."""
-    ext = find_blender_ext()
+def build(output_dir: Path, target: Target, download_wheels: bool = False) -> Path:
+    """Stage, validate, build and re-validate one target's zip with its Blender's tool; returns the zip path."""
+    python, ext = find_blender_ext(target)
     output_dir = output_dir.resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ani3dhuman-addon-") as tmp:
         staging = Path(tmp) / "ani3dhuman"
-        manifest = stage(staging, download_wheels)
-        run_ext(ext, "validate", str(staging))
-        zip_path = output_dir / f"{manifest['id']}-{manifest['version']}.zip"
+        manifest = stage(staging, target, download_wheels)
+        run_ext(python, ext, "validate", str(staging))
+        zip_path = output_dir / f"{manifest['id']}-{manifest['version']}-{target.name}.zip"
         if zip_path.exists():
             zip_path.unlink()
-        run_ext(ext, "build", "--source-dir", str(staging), "--output-filepath", str(zip_path))
-    run_ext(ext, "validate", str(zip_path))
+        run_ext(python, ext, "build", "--source-dir", str(staging), "--output-filepath", str(zip_path))
+    run_ext(python, ext, "validate", str(zip_path))
     return zip_path
 
 
@@ -99,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=str(REPO / "dist"), help="where the zip goes (default dist/)")
     parser.add_argument("--download-wheels", action="store_true",
                         help="pip-download manifest wheels missing from blender_addon/wheels into the staging folder")
+    parser.add_argument("--target", action="append", choices=sorted(TARGETS),
+                        help="build only this zip (repeatable; default: every target)")
     args = parser.parse_args(argv)
-    zip_path = build(Path(args.output_dir), args.download_wheels)
-    print(f"extension: {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB)")
+    for name in args.target or sorted(TARGETS):
+        zip_path = build(Path(args.output_dir), TARGETS[name], args.download_wheels)
+        print(f"extension ({name}): {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 

@@ -36,6 +36,10 @@ run_tier() {  # name python dir [pytest args...]
   fi
 }
 run_tier backend .venv/bin/python tests/backend "$@"
-run_tier addon .venv-blender/bin/python tests/addon "$@"
+# The add-on tier in every Blender the add-on claims: the oldest (4.5 LTS), 5.0 and 5.3 (native splats).
+for env in .venv-blender-4.5 .venv-blender .venv-blender-5.3; do
+  run_tier "addon ($("$env/bin/python" -c 'import bpy; print("Blender", bpy.app.version_string)' 2>/dev/null))" \
+    "$env/bin/python" tests/addon "$@"
+done
 if [ $status -eq 0 ]; then echo "[test] all tiers passed"; else echo "[test] FAILED"; fi
 exit $status

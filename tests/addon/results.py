@@ -28,7 +28,7 @@ def write_3dgs_ply(path: Path, means, quats, log_scales, opacity_logits, sh, ext
 
 
 def make_result(job_dir: Path, num_frames: int = 4, num_points: int = 200, sh_degree: int = 1, seed: int = 0,
-                fps: float = 24.0) -> dict[str, np.ndarray]:
+                fps: float = 24.0, loose: bool = False) -> dict[str, np.ndarray]:
     """A result folder whose points move along random velocities; returns the per-frame arrays."""
     rng = np.random.default_rng(seed)
     frames_dir = Path(job_dir) / "frames"
@@ -40,12 +40,15 @@ def make_result(job_dir: Path, num_frames: int = 4, num_points: int = 200, sh_de
     log_scales = rng.normal(size=(num_points, 3)) * 0.3 - 4.5
     opacity = rng.normal(size=num_points)
     part = rng.integers(0, 8, size=num_points).astype(np.float64)
+    labels = {"part_id": part}
+    if loose:
+        labels["loose"] = (rng.random(num_points) < 0.3).astype(np.float64)
     all_means, all_quats = [], []
     for f in range(num_frames):
         means = base + f * velocity + 0.01 * np.sin(f + np.arange(num_points))[:, None]
         quats = rng.normal(size=(num_points, 4))
         write_3dgs_ply(frames_dir / f"frame_{f:06d}.ply", means, quats, log_scales, opacity, sh,
-                       extra={"part_id": part})
+                       extra=labels)
         all_means.append(means.astype(np.float32))
         all_quats.append(quats)
     (Path(job_dir) / "result.json").write_text(json.dumps(

@@ -53,3 +53,22 @@ def test_preview_png_becomes_an_image(tmp_path):
     pixels = np.asarray(shown.pixels[:]).reshape(6, 8, 4)
     np.testing.assert_allclose(pixels[0, 0], [0.2, 0.4, 0.6, 1.0], atol=0.01)
     assert session.show_preview(b"not a png") is None
+
+
+@pytest.mark.parametrize("res,shift", [((320, 240), (0.1, -0.05)), ((200, 360), (-0.2, 0.15))])
+def test_camera_from_json_is_the_inverse_of_camera_json(res, shift):
+    scene = bpy.context.scene
+    world = np.eye(4)
+    world[:3, :3] = np.asarray([[1, 0, 0], [0, 0, -1], [0, 1, 0]])  # looking along +Y, Z up
+    world[:3, 3] = (0.2, -3.0, 1.1)
+    size = max(res)
+    js = {"width": res[0], "height": res[1], "fx": 400.0, "fy": 400.0, "cx": res[0] / 2 - shift[0] * size,
+          "cy": res[1] / 2 + shift[1] * size, "world_from_camera": world.tolist()}
+    cam = session.camera_from_json(scene, js)
+    bpy.context.view_layer.update()
+    back = session.camera_json(scene, cam)
+    for key in ("width", "height", "fx", "fy", "cx", "cy"):
+        assert back[key] == pytest.approx(js[key], abs=1e-3), key
+    np.testing.assert_allclose(back["world_from_camera"], world, atol=1e-6)
+    with pytest.raises(session.SessionError, match="square pixels"):
+        session.camera_from_json(scene, {**js, "fy": 300.0})

@@ -1,4 +1,5 @@
-"""Importing a result folder: frame k shows frame k exactly, attributes decode right, reload stays animated."""
+"""Importing a result folder: frame k shows frame k exactly, attributes decode right, reload stays animated; in
+Blender 5.3+ a native Gaussian-splat cloud equal to what Blender's own PLY importer makes of the same frame."""
 
 from __future__ import annotations
 
@@ -12,12 +13,21 @@ from results import make_result
 pytestmark = pytest.mark.bpy
 
 
-def _attr(obj, name, width):
+NATIVE = bpy.app.version >= (5, 3, 0)
+WIDTH = {"FLOAT": 1, "FLOAT_VECTOR": 3, "FLOAT_COLOR": 4, "FLOAT4": 4, "QUATERNION": 4}
+
+
+def _attr(obj, name, width=None):
     attr = obj.data.attributes[name]
-    key = {"FLOAT_VECTOR": "vector", "FLOAT_COLOR": "color"}.get(attr.data_type, "value")
+    width = width or WIDTH[attr.data_type]
+    key = {"FLOAT_VECTOR": "vector", "FLOAT_COLOR": "color", "FLOAT4": "vector"}.get(attr.data_type, "value")
     out = np.empty(len(attr.data) * width, np.float32)
     attr.data.foreach_get(key, out)
     return out.reshape(len(attr.data), width) if width > 1 else out
+
+
+def _all_attributes(obj) -> dict[str, tuple[str, np.ndarray]]:
+    return {a.name: (a.data_type, _attr(obj, a.name)) for a in obj.data.attributes if not a.name.startswith(".")}
 
 
 def test_import_then_frame_set_shows_frame_k_exactly(tmp_path):
@@ -44,12 +54,44 @@ def test_import_then_frame_set_shows_frame_k_exactly(tmp_path):
         splat_import.unregister_handlers()
     np.testing.assert_allclose(_attr(obj, "scale", 3), np.exp(truth["log_scales"]), rtol=1e-5)
     rgba = _attr(obj, "radiance:base", 4)
-    np.testing.assert_allclose(rgba[:, :3], 0.5 + splat_import.SH_C0 * truth["sh"][:, 0], atol=1e-5)
     np.testing.assert_allclose(rgba[:, 3], 1 / (1 + np.exp(-truth["opacity"])), atol=1e-6)
-    for k in (1, 2, 3):
-        np.testing.assert_allclose(_attr(obj, f"radiance:sh_{k}", 3), truth["sh"][:, k], atol=1e-6)
     np.testing.assert_array_equal(_attr(obj, "part_id", 1), truth["part"])
-    assert (_attr(obj, "radius", 1) > 0).all()
+    if NATIVE:  # Blender 5.3's splat layout: raw SH DC in radiance:base, the SH rest numbered from 0
+        assert obj.data.type == "GAUSSIAN_SPLAT"
+        assert obj.data.attributes["radiance:base"].data_type == "FLOAT4"
+        np.testing.assert_allclose(rgba[:, :3], truth["sh"][:, 0], atol=1e-6)
+        for k in (0, 1, 2):
+            np.testing.assert_allclose(_attr(obj, f"radiance:sh_{k}", 3), truth["sh"][:, k + 1], atol=1e-6)
+    else:  # plain points with an emission colour: display RGB, SH rest numbered from 1, a viewport radius
+        np.testing.assert_allclose(rgba[:, :3], 0.5 + splat_import.SH_C0 * truth["sh"][:, 0], atol=1e-5)
+        for k in (1, 2, 3):
+            np.testing.assert_allclose(_attr(obj, f"radiance:sh_{k}", 3), truth["sh"][:, k], atol=1e-6)
+        assert (_attr(obj, "radius", 1) > 0).all()
+
+
+@pytest.mark.skipif(not NATIVE, reason="native Gaussian splats need Blender 5.3+")
+def test_native_splats_equal_blenders_own_ply_import(tmp_path):
+    """First and last frame: names, types and values of every attribute equal Blender's wm.ply_import."""
+    make_result(tmp_path / "job", num_frames=3, num_points=300, sh_degree=2, loose=True)
+    obj = splat_import.import_result(bpy.context, tmp_path / "job", frame_start=1)
+    splat_import.register_handlers()
+    try:
+        for k in (0, 2):
+            bpy.context.scene.frame_set(1 + k)
+            ours = _all_attributes(obj)
+            before = set(bpy.data.objects)
+            bpy.ops.wm.ply_import(filepath=str(splat_import.frame_path(tmp_path / "job", k)), import_attributes=True)
+            (theirs_obj,) = [o for o in bpy.data.objects if o not in before]
+            assert theirs_obj.data.type == obj.data.type == "GAUSSIAN_SPLAT"
+            theirs = _all_attributes(theirs_obj)
+            assert sorted(ours) == sorted(theirs), (sorted(ours), sorted(theirs))
+            assert {"part_id", "loose", "radiance:sh_7"} <= set(ours)
+            for name, (data_type, values) in theirs.items():
+                assert ours[name][0] == data_type, name
+                np.testing.assert_allclose(ours[name][1], values, atol=1e-5, rtol=0, err_msg=name)
+            bpy.data.objects.remove(theirs_obj)
+    finally:
+        splat_import.unregister_handlers()
 
 
 def test_saved_blend_reopens_animated(tmp_path, addon):
@@ -63,6 +105,7 @@ def test_saved_blend_reopens_animated(tmp_path, addon):
     bpy.ops.wm.open_mainfile(filepath=str(blend))
     obj = bpy.data.objects["Splats"]
     scene = bpy.context.scene
+    assert obj.type == "POINTCLOUD" and getattr(obj.data, "type", "POINTS") == ("GAUSSIAN_SPLAT" if NATIVE else "POINTS")
     for k in (2, 0, 3):
         scene.frame_set(1 + k)
         np.testing.assert_array_equal(_attr(obj, "position", 3), truth["means"][k])
