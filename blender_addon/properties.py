@@ -13,6 +13,27 @@ QUALITY_ITEMS = (
 )
 
 
+NO_PRIOR = ("none", "None (rigid only)", "No video prior: the rigid layer only")
+_PRIOR_ITEMS: list[tuple[str, str, str]] = [NO_PRIOR]  # kept alive: Blender does not copy dynamic enum strings
+
+
+def prior_items(self, _context) -> list[tuple[str, str, str]]:
+    """``none`` plus the priors the backend offered in its last hello reply (``known_priors``, JSON)."""
+    import json
+
+    try:
+        offered = json.loads(self.known_priors or "[]")
+    except ValueError:
+        offered = []
+    items = [NO_PRIOR]
+    for entry in offered:
+        if isinstance(entry, dict) and entry.get("id") and entry["id"] != "none":
+            state = "present" if entry.get("present") else "not downloaded on the backend"
+            items.append((entry["id"], entry["id"], f"{entry.get('kind', 'video prior')}, {state}"))
+    _PRIOR_ITEMS[:] = items
+    return _PRIOR_ITEMS
+
+
 def _is_armature(_self, obj) -> bool:
     return obj.type == "ARMATURE"
 
@@ -44,8 +65,10 @@ class Ani3DHumanSettings(bpy.types.PropertyGroup):
     frame_start: IntProperty(name="Start", default=1, min=0)
     frame_end: IntProperty(name="End", default=48, min=0)
     quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="preview")
-    prior: StringProperty(name="Prior", default="none",
-                          description="Video prior model id, or 'none' for the rigid layer only")
+    prior: EnumProperty(name="Prior", items=prior_items,
+                        description="Video prior the backend offers (Connect refreshes the list), or none")
+    known_priors: StringProperty(name="Known Priors", default="[]",
+                                 description="The priors of the backend's last hello reply (JSON, set by Connect)")
     gaussians: IntProperty(name="Gaussians", default=20000, min=100, max=2_000_000,
                            description="Number of Gaussians of the person")
     seed: IntProperty(name="Seed", default=0, min=0)

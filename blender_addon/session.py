@@ -82,10 +82,23 @@ def connect(props, timeout_s: float = 3.0) -> dict:
         props.connection_status = "incompatible"
         raise SessionError(f"backend speaks protocol {info.get('protocol_version')}, this add-on "
                            f"{protocol.PROTOCOL_VERSION}: update the add-on or the backend")
+    remember_priors(props, info)
     devices = ", ".join(info.get("devices", [])) or "?"
     props.connected = True
     props.connection_status = f"connected ({info.get('versions', {}).get('backend', '?')}, {devices})"
     return info
+
+
+def remember_priors(props, hello: dict) -> list[str]:
+    """Keep the priors a hello reply offers (``priors`` ids, with ``prior_models`` details) for the panel's menu;
+    a selected prior the backend no longer offers falls back to ``none``. Returns the ids."""
+    details = {m.get("id"): m for m in hello.get("prior_models", []) if isinstance(m, dict)}
+    ids = [p for p in hello.get("priors", []) if isinstance(p, str) and p != "none"]
+    selected = props.prior
+    props.known_priors = json.dumps([{"id": p, "kind": details.get(p, {}).get("kind", "video prior"),
+                                      "present": bool(details.get(p, {}).get("present"))} for p in ids])
+    props.prior = selected if selected in ids else "none"
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -273,7 +286,7 @@ def build_spec(scene, props) -> tuple[dict, str | None]:
             scene.frame_set(current)
     motion = rig_export.export_motion(scene, props.armature, start, end, binding)
     spec = {"motion": motion, "gaussians": int(props.gaussians), "seed": int(props.seed),
-            "quality": props.quality, "prior": props.prior.strip() or "none",
+            "quality": props.quality, "prior": props.prior or "none",
             "body": str(props.armature.get("ani3dhuman_body", "default"))}
     if camera is not None:
         spec["camera"] = camera

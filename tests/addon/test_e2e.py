@@ -110,11 +110,13 @@ def test_animate_import_bake_against_a_live_backend(backend, tmp_path):
 
 
 def test_job_error_is_reported(backend):
-    from blender_addon import session  # noqa: F401
+    from blender_addon import session
 
     props = bpy.context.scene.ani3dhuman
     assert bpy.ops.ani3dhuman.add_body() == {"FINISHED"}
     bpy.context.scene.frame_start, bpy.context.scene.frame_end = 1, 2
+    # A prior remembered from another backend's hello, which this backend does not offer.
+    session.remember_priors(props, {"priors": ["none", "no-such-prior"]})
     props.prior = "no-such-prior"
     before = len(bpy.data.objects)
     with pytest.raises(RuntimeError, match="backend rejected the job"):

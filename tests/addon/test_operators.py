@@ -101,3 +101,25 @@ def test_import_operator_then_bake(addon, tmp_path):
     assert bpy.ops.ani3dhuman.export_usd(filepath=str(tmp_path / "a.usdc")) == {"FINISHED"}
     assert (tmp_path / "a.abc").stat().st_size > 0 and (tmp_path / "a.usdc").stat().st_size > 0
     assert len(list((tmp_path / "ply").glob("frame_*.ply"))) == 3
+
+
+def test_prior_menu_offers_what_the_backend_reported(addon):
+    from blender_addon import properties, session
+
+    props = bpy.context.scene.ani3dhuman
+    assert props.prior == "none"
+    assert [i[0] for i in properties.prior_items(props, bpy.context)] == ["none"]
+    hello = {"priors": ["none", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-VACE-1.3B-diffusers"],
+             "prior_models": [{"id": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "kind": "t2v", "present": True},
+                              {"id": "Wan-AI/Wan2.1-VACE-1.3B-diffusers", "kind": "vace", "present": False}]}
+    assert session.remember_priors(props, hello) == hello["priors"][1:]
+    items = properties.prior_items(props, bpy.context)
+    assert [i[0] for i in items] == hello["priors"]
+    assert "not downloaded" in items[2][2] and "present" in items[1][2]
+    props.prior = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
+    assert props.prior == "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
+    with pytest.raises(TypeError):
+        props.prior = "typed-by-hand"  # no free text: only what the backend offers
+    # A backend that no longer offers the selected prior: the menu falls back to none.
+    session.remember_priors(props, {"priors": ["none", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"]})
+    assert props.prior == "none"
