@@ -6,11 +6,11 @@ import argparse
 import logging
 import sys
 
-from backend.cli import animate, demo, models, refit, render, serve
+from backend.cli import animate, batch, demo, models, refit, render, serve
 from backend.core.errors import CapabilityError, InputError
 
 # Subcommand modules, in help order (``refit`` adds the ``fit`` command).
-COMMANDS = (demo, animate, render, refit, serve, models)
+COMMANDS = (demo, animate, batch, render, refit, serve, models)
 
 
 def build_parser() -> argparse.ArgumentParser:

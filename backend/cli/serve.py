@@ -29,6 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--body-model", action="append", default=[], metavar="NAME=PATH",
                    help="offer an SMPL/SMPL-X model file to clients under NAME (repeatable; 'default' is always "
                         "the embedded mannequin)")
+    p.add_argument("--ray", default=None, metavar="local|auto|ADDRESS",
+                   help="run jobs on Ray: 'local' starts a private cluster on this machine (loopback only), 'auto' "
+                        "joins RAY_ADDRESS or a running cluster, or a cluster address; same protocol for clients")
+    p.add_argument("--ray-parallel", type=int, default=None, help="jobs on the cluster at once (default: its CPUs)")
+    p.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray cluster (default: all)")
+    p.add_argument("--ray-shared-folder", action="store_true",
+                   help="Ray workers write job folders into --jobs themselves (all nodes see it at the same path)")
     p.add_argument("--make-keys", default=None, metavar="DIR",
                    help="write server.key/.key_secret and client.key/.key_secret into DIR, then exit")
     p.set_defaults(run=run)
@@ -65,5 +72,9 @@ def run(args: argparse.Namespace) -> int:
         max_frames=args.max_frames,
         max_gaussians=args.max_gaussians,
         body_models=body_models,
+        ray=args.ray,
+        ray_parallel=args.ray_parallel,
+        ray_cpus=args.ray_cpus,
+        ray_shared_folder=args.ray_shared_folder,
     )
     return serve(settings)

@@ -40,7 +40,9 @@ from backend.core.progress import ProgressEvent, ProgressFn
 from backend.diffusion import registry
 from backend.service.jobstore import FINAL_STATES, JobStore
 from backend.service.requests import body_model_arrays, check_submit, gaussian_arrays, preview_png
-from backend.service.runner import run_animate_job, validate_spec
+from backend.farm import RayExecutor, RaySettings
+from backend.farm import shutdown as farm_shutdown
+from backend.service.runner import ray_runner, run_animate_job, validate_spec
 from backend.service.security import AllowedKeys, check_endpoint, load_allowed_clients, load_server_keys
 from backend.service.settings import Runner, ServerSettings, detect_devices, detect_priors
 from backend.wire import protocol
@@ -96,6 +98,11 @@ class Server:
         self.devices = settings.devices or detect_devices()
         self.priors = settings.priors if settings.priors is not None else detect_priors()
         self._runner = runner or run_animate_job
+        self._ray_started = False
+        if settings.ray is not None and runner is None:  # one worker thread per job running on the cluster
+            self._runner, cpus, self._ray_started = ray_runner(RaySettings(address=settings.ray, num_cpus=settings.ray_cpus),
+                                            RayExecutor(shared_folder=settings.ray_shared_folder))
+            self.devices = tuple(f"ray-{i}" for i in range(settings.ray_parallel or cpus))
         self._validate = validate or validate_spec
         self._jobs: dict[str, _Job] = {}
         self._lock = threading.Lock()
@@ -192,6 +199,8 @@ class Server:
                 auth.stop()
             self._wake_r.close()
             self._wake_w.close()
+            if self._ray_started:
+                farm_shutdown()
 
     def _warm_up(self) -> None:
         """Scan the prior cache off the loop thread, so the first hello does not pay for it."""

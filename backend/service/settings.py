@@ -39,6 +39,12 @@ class ServerSettings:
         body_models: Body model names clients may use -> what ``load_body_model`` receives.
         priors: Prior ids clients may use (reported by hello); None: ``none`` and every supported video prior
             (``backend.diffusion.registry``); a job whose prior is not on this machine fails with its message.
+        ray: Run jobs on Ray instead of in this process: ``local``, ``auto`` or a cluster address
+            (``backend.farm.RaySettings``); None = in this process.
+        ray_parallel: Jobs running on the cluster at once (default: the cluster's CPUs).
+        ray_cpus: CPUs of a local Ray cluster (default: all of this machine's).
+        ray_shared_folder: Ray workers write job folders into ``jobs_dir`` themselves (every node sees it at the
+            same path); default: results travel back through Ray's object store.
     """
 
     endpoint: str = "tcp://127.0.0.1:5555"
@@ -56,6 +62,10 @@ class ServerSettings:
     devices: tuple[str, ...] | None = None
     body_models: dict = field(default_factory=lambda: {"default": "default"})
     priors: tuple[str, ...] | None = None
+    ray: str | None = None
+    ray_parallel: int | None = None
+    ray_cpus: int | None = None
+    ray_shared_folder: bool = False
 
 
 def detect_devices() -> tuple[str, ...]:

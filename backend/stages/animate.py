@@ -25,7 +25,7 @@ from backend.stages.export import write_frames
 from backend.stages.job import SCHEMA_VERSION, JobSpec
 from backend.stages.posing import pose_body
 from backend.stages.previews import write_previews
-from backend.stages.prior_rounds import run_prior_stages
+from backend.stages.prior_rounds import Restorer, run_prior_stages
 from backend.stages.subject import canonical_gaussians
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,15 @@ def stage_plan(spec: JobSpec) -> dict[str, tuple[float, float]]:
     return plan
 
 
-def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no_progress) -> dict[str, Any]:
+def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no_progress, *,
+            restorer: Restorer | None = None) -> dict[str, Any]:
     """Run one job and write its output folder atomically (docs/design.md §3).
 
     Args:
         spec: The validated job.
         out_dir: Destination folder; an existing job folder there is replaced only when this one completes.
         progress: Called with ProgressEvent; may raise ``Cancelled`` to stop (nothing is left at ``out_dir``).
+        restorer: Where the prior's restorations run (``backend.farm.RayRestorer``); default in this process.
 
     Returns:
         The result.json content.
@@ -86,7 +88,7 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
         layered = None
         if has_prior:
             report = StageProgress(progress, "restore", *plan["restore"], started)
-            layered = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings)
+            layered = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings, restorer)
 
         report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"

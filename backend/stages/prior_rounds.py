@@ -18,8 +18,10 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -93,8 +95,59 @@ def _reference_image(path: str | None) -> Tensor | None:
     return torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0)
 
 
+@dataclass(frozen=True)
+class RestoreJob:
+    """One restoration of a round: the coarse video and what ``backend.diffusion.restore.restore`` needs."""
+
+    name: str
+    coarse: Tensor
+    cameras: object
+    conditions: object
+    settings: object
+
+
+class Restorer(Protocol):
+    """Runs a round's restorations; the result does not depend on how (serial, or parallel tasks)."""
+
+    name: str
+    device: torch.device
+
+    def restore_all(self, jobs: list[RestoreJob], report_for: Callable[[int], StageProgress]) -> list[Tensor]:
+        """The restored videos, in the order of ``jobs``, each ``[F, H, W, 3]``; ``report_for(i)`` reports job i."""
+
+    def release(self) -> None:
+        """Free what the restorations held (GPU memory)."""
+
+
+@dataclass
+class LocalRestorer:
+    """Restorations one after the other in this process, with the prior loaded here."""
+
+    prior: object
+    name: str = "this process"
+
+    @classmethod
+    def load(cls, prior_id: str) -> LocalRestorer:
+        from backend.diffusion.wan import WanPrior
+
+        return cls(WanPrior.from_pretrained(prior_id))
+
+    @property
+    def device(self) -> torch.device:
+        return self.prior.device if self.prior.device.type == "cuda" else torch.device("cpu")
+
+    def restore_all(self, jobs: list[RestoreJob], report_for: Callable[[int], StageProgress]) -> list[Tensor]:
+        from backend.diffusion.restore import restore
+
+        return [restore(job.coarse, job.cameras, job.conditions, job.settings, report_for(i), prior=self.prior)
+                for i, job in enumerate(jobs)]
+
+    def release(self) -> None:
+        self.prior.offload_all()
+
+
 def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: StageProgress, timer,
-                     warnings: list[str]) -> LayeredMotion:
+                     warnings: list[str], restorer: Restorer | None = None) -> LayeredMotion:
     """Progressive rounds of coarse render -> restore -> fit; returns the fitted layered motion.
 
     Args:
@@ -105,12 +158,13 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         report: The pipeline's StageProgress for this slice of the job (may raise Cancelled).
         timer: ``timer.stage(name)`` context manager adding per-stage seconds.
         warnings: Messages for result.json.
+        restorer: Runs a round's restorations (``backend.farm.RayRestorer`` spreads them over GPUs); default:
+            one after the other in this process, with the prior loaded here.
 
     Returns:
         LayeredMotion whose ``posed_frames`` the export stage calls.
     """
-    from backend.diffusion.restore import RestoreConditions, RestoreSettings, restore
-    from backend.diffusion.wan import WanPrior
+    from backend.diffusion.restore import RestoreConditions, RestoreSettings
 
     tmp_dir = Path(tmp_dir)
     p = preset(spec.quality, spec.extras.get("prior_preset"))
@@ -122,8 +176,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
 
     sub("restore", 0.0, 0.02)(0.0, f"loading video prior {spec.prior!r}")
     with timer.stage("load prior"):
-        prior = WanPrior.from_pretrained(spec.prior)
-    device = prior.device if prior.device.type == "cuda" else torch.device("cpu")
+        restorer = restorer or LocalRestorer.load(spec.prior)
+    device = restorer.device
     num_motion = spec.motion.num_frames
     posed_body = pose_body(spec.motion, body)
     joint_transforms = posed_body.joint_transforms.to(device, torch.float32)
@@ -151,43 +205,58 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     for r in range(p.rounds):
         base = 0.02 + 0.93 * r * per_round
         restore_share = 0.6 * 0.93 * per_round
+        # A round's restorations depend only on the field as the previous round left it: render every coarse
+        # video first, then restore the ones not cached from a stopped run (in parallel on a farm), in order.
+        clips: dict[int, VideoClip] = {}
+        pending: list[tuple[int, RestoreJob]] = []
         for j in range(p.trajectories_per_round):
             k = r * p.trajectories_per_round + j
             traj = trajectories[k]
             name = f"trajectory_{k:02d}"
             frames = traj.frame_indices(num_motion)
             cached = ckpt / "videos" / name
-            a = base + restore_share * j / p.trajectories_per_round
-            b = base + restore_share * (j + 1) / p.trajectories_per_round
-            restore_report = sub("restore", a, b)
             with timer.stage("coarse render"):
                 coarse, _, posed = render_video(canonical, state.field, joint_transforms, traj, frames, num_motion,
                                                 render_settings)
-            coarse_clip = VideoClip(name, coarse, traj.cameras, frames)
-            write_stage_video(tmp_dir / "renders" / "coarse", coarse_clip, num_motion, traj.times, fps)
+            write_stage_video(tmp_dir / "renders" / "coarse", VideoClip(name, coarse, traj.cameras, frames),
+                              num_motion, traj.times, fps)
             if (cached / "cameras.json").is_file():
-                restore_report(1.0, f"round {r + 1}/{p.rounds}: reusing restored {name}")
-                clip = read_clip(cached, num_motion)
-            else:
-                restore_report(0.0, f"round {r + 1}/{p.rounds}: restoring {name}")
-                conditions = RestoreConditions(
-                    gaussians=posed, joints=posed_body.joints[frames].float(),
-                    joint_transforms=posed_body.joint_transforms[frames].float(), joint_names=body.joint_names,
-                    reference_image=reference, prompt_cache=ckpt / "prompt_embeds.safetensors")
-                rs = RestoreSettings(steps=p.restore_steps, strength=p.restore_strength, seed=spec.seed + k)
-                with timer.stage("restore"):
-                    restored = restore(coarse, traj.cameras, conditions, rs, restore_report, prior=prior)
-                clip = VideoClip(name, restored.float().clamp(0, 1), traj.cameras, frames)
-                write_clip(cached, clip, num_motion, traj.times)
-            write_stage_video(tmp_dir / "renders" / "restored", clip, num_motion, traj.times, fps)
-            dataset.add(clip)
+                clips[j] = read_clip(cached, num_motion)
+                continue
+            conditions = RestoreConditions(
+                gaussians=posed, joints=posed_body.joints[frames].float(),
+                joint_transforms=posed_body.joint_transforms[frames].float(), joint_names=body.joint_names,
+                reference_image=reference, prompt_cache=ckpt / "prompt_embeds.safetensors")
+            rs = RestoreSettings(steps=p.restore_steps, strength=p.restore_strength, seed=spec.seed + k)
+            pending.append((j, RestoreJob(name, coarse, traj.cameras, conditions, rs)))
+
+        slots = [j for j, _ in pending]
+
+        def restore_report(i: int) -> StageProgress:
+            j = slots[i]
+            return sub("restore", base + restore_share * j / p.trajectories_per_round,
+                       base + restore_share * (j + 1) / p.trajectories_per_round)
+
+        sub("restore", base, base)(0.0, f"round {r + 1}/{p.rounds}: restoring {len(pending)} of "
+                                        f"{p.trajectories_per_round} trajectories ({restorer.name})")
+        with timer.stage("restore"):
+            restored = restorer.restore_all([job for _, job in pending], restore_report) if pending else []
+        for (j, job), video in zip(pending, restored):
+            k = r * p.trajectories_per_round + j
+            traj = trajectories[k]
+            clips[j] = VideoClip(job.name, video.float().clamp(0, 1), traj.cameras, traj.frame_indices(num_motion))
+            write_clip(ckpt / "videos" / job.name, clips[j], num_motion, traj.times)
+        for j in range(p.trajectories_per_round):
+            traj = trajectories[r * p.trajectories_per_round + j]
+            write_stage_video(tmp_dir / "renders" / "restored", clips[j], num_motion, traj.times, fps)
+            dataset.add(clips[j])
         until = settings.iterations if r == p.rounds - 1 else round(settings.iterations * (r + 1) / p.rounds)
         fit_report = sub("fit", base + restore_share, base + 0.93 * per_round)
         fit_report(0.0, f"round {r + 1}/{p.rounds}: fitting on {len(dataset.clips)} videos")
         with timer.stage("fit"):
             fit_field(state, canonical, joint_transforms, dataset, settings, until=until,
                       checkpoint_dir=ckpt / "fit", report=fit_report)
-    prior.offload_all()
+    restorer.release()
 
     final_report = sub("render", 0.95, 1.0)
     with timer.stage("final render"):

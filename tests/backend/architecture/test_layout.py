@@ -28,6 +28,7 @@ LAYERS = [
     {"diffusion"},
     {"train"},
     {"stages"},
+    {"farm"},
     {"service"},
     {"cli"},
 ]
