@@ -222,6 +222,9 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
                               num_motion, traj.times, fps)
             if (cached / "cameras.json").is_file():
                 clips[j] = read_clip(cached, num_motion)
+                sub("restore", base + restore_share * (j + 1) / p.trajectories_per_round,
+                    base + restore_share * (j + 1) / p.trajectories_per_round)(
+                    1.0, f"round {r + 1}/{p.rounds}: reusing restored {name}")
                 continue
             conditions = RestoreConditions(
                 gaussians=posed, joints=posed_body.joints[frames].float(),
