@@ -121,3 +121,14 @@ def test_installed_zip_imports_native_splats_that_render_like_the_backend(backen
     psnr = -10 * np.log10(float(((cycles - reference) ** 2).mean()))
     print(f"Cycles ({SAMPLES} spp, {SIZE}x{SIZE}) vs backend render(): PSNR {psnr:.2f} dB")
     assert psnr >= MIN_PSNR, psnr
+
+    # Solid mode's engine (Workbench) draws the same splats: its silhouette covers Cycles'.
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.filepath = str(backend_job / "workbench.png")
+    bpy.ops.render.render(write_still=True)
+    solid = bpy.data.images.load(str(backend_job / "workbench.png"))
+    alpha_solid = np.asarray(solid.pixels[:], dtype=np.float32).reshape(SIZE, SIZE, 4)[::-1, :, 3] > 0.5
+    alpha_cycles = rgba[..., 3] > 0.5
+    overlap = (alpha_solid & alpha_cycles).sum() / max(1, (alpha_solid | alpha_cycles).sum())
+    print(f"Workbench vs Cycles silhouette IoU {overlap:.3f}")
+    assert alpha_cycles.mean() > 0.02 and overlap > 0.8, (alpha_cycles.mean(), overlap)

@@ -123,3 +123,16 @@ def test_bad_folder_creates_nothing(tmp_path):
     with pytest.raises(splat_import.ResultError, match="gaps"):
         splat_import.import_result(bpy.context, tmp_path, frame_start=1)
     assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds)) == before
+
+
+def test_a_failing_import_cleans_up_without_hiding_its_error(tmp_path, monkeypatch):
+    make_result(tmp_path / "job", num_frames=2)
+    before = (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds))
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("attribute write failed")
+
+    monkeypatch.setattr(splat_import, "write_attributes", broken)
+    with pytest.raises(RuntimeError, match="attribute write failed"):  # the first error, not a clean-up one
+        splat_import.import_result(bpy.context, tmp_path / "job", frame_start=1)
+    assert (len(bpy.data.objects), len(bpy.data.meshes), len(bpy.data.pointclouds)) == before
