@@ -17,12 +17,13 @@ from torch import Tensor
 from backend.core.errors import CapabilityError, InputError
 from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras
+from backend.render import rasterize_numba
 from backend.render.gsplat_backend import gsplat_unavailable_reason, rasterize_gsplat
 from backend.render.rasterize import covariances_3d, eval_sh, rasterize_torch, sh_degree_from_coeffs
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["auto", "gsplat", "torch"]
+Backend = Literal["auto", "gsplat", "numba", "torch"]
 
 _ANNOUNCED: set[tuple[str, str, str]] = set()
 
@@ -32,8 +33,9 @@ class RenderSettings:
     """How to render.
 
     Attributes:
-        backend: "auto" (gsplat when the tensors are on CUDA and its kernels load, else torch), "gsplat"
-            (error where it cannot run) or "torch".
+        backend: "auto" (gsplat when the tensors are on CUDA and its kernels load; on the CPU the compiled
+            "numba" compositor; "torch" where neither runs, with a warning), "gsplat" or "numba" (an error where
+            it cannot run), or "torch" (the readable twin, everywhere).
         background: Colour behind the Gaussians, RGB in [0, 1]. Extra features get 0 behind.
         near: Gaussians whose centre is closer than this (camera-space z, metres) are culled.
         far: Gaussians whose centre is farther than this are culled.
@@ -50,8 +52,9 @@ class RenderSettings:
     max_pairs: int = 1 << 21
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "gsplat", "torch"):
-            raise InputError(f"RenderSettings.backend: expected 'auto', 'gsplat' or 'torch', got {self.backend!r}")
+        if self.backend not in ("auto", "gsplat", "numba", "torch"):
+            raise InputError(
+                f"RenderSettings.backend: expected 'auto', 'gsplat', 'numba' or 'torch', got {self.backend!r}")
         if len(self.background) != 3:
             raise InputError(f"RenderSettings.background: expected 3 floats, got {self.background!r}")
         if not 0 < self.near < self.far:
@@ -72,7 +75,7 @@ class RenderOutput:
         depth: Expected camera-space depth ``Σ wᵢ zᵢ / alpha`` (gsplat's "ED"; 0 where nothing was drawn).
             [C, H, W, 1]
         features: Extra per-Gaussian channels composited like colour, 0 behind. [C, H, W, D] or None
-        backend: The backend that ran: "gsplat" or "torch".
+        backend: The backend that ran: "gsplat", "numba" or "torch".
     """
 
     rgb: Tensor
@@ -86,16 +89,30 @@ def resolve_backend(requested: Backend, device: torch.device) -> str:
     """The backend that will run for tensors on ``device``.
 
     Raises:
-        CapabilityError: gsplat was requested and cannot run here (the message says why).
+        CapabilityError: gsplat or numba was requested and cannot run here (the message says why).
     """
     if requested == "torch":
         return "torch"
+    if requested == "numba":
+        if device.type != "cpu" or not rasterize_numba.available():
+            reason = rasterize_numba.unavailable_reason() or f"the tensors are on {device.type}, not the CPU"
+            raise CapabilityError(f"render backend 'numba' cannot run: {reason}; use backend='torch' or 'auto'")
+        return "numba"
     reason = gsplat_unavailable_reason(device.type)
     if requested == "gsplat":
         if reason is not None:
             raise CapabilityError(f"render backend 'gsplat' cannot run: {reason}; use backend='torch' or 'auto'")
         return "gsplat"
-    return "gsplat" if reason is None else "torch"
+    if reason is None:
+        return "gsplat"
+    if device.type == "cpu":
+        if rasterize_numba.available():
+            return "numba"
+        if "numba" not in _ANNOUNCED:
+            _ANNOUNCED.add("numba")
+            log.warning("render: the compiled CPU compositor is unavailable (%s); using the slower torch path",
+                        rasterize_numba.unavailable_reason())
+    return "torch"
 
 
 def _colors_per_camera(gaussians: Gaussians, cameras: Cameras, degree: int) -> Tensor:
@@ -167,10 +184,11 @@ def render(
             near=settings.near, far=settings.far)
     else:
         covars = covariances_3d(gaussians.quats, scales)
+        compositor = rasterize_numba.composite_numba if backend == "numba" else None
         outs = [
             rasterize_torch(gaussians.means, covars, opacities, colors[i], views[i], cameras.fx[i], cameras.fy[i],
                             cameras.cx[i], cameras.cy[i], w, h, near=settings.near, far=settings.far,
-                            max_pairs=settings.max_pairs)
+                            max_pairs=settings.max_pairs, compositor=compositor)
             for i in range(len(cameras))
         ]
         acc, alpha, acc_depth = (torch.stack(parts) for parts in zip(*outs))

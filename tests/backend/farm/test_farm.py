@@ -145,7 +145,8 @@ def test_service_on_ray_same_bytes_and_cancel(ray_cluster, tmp_path, default_bod
 
 
 def test_killed_worker_is_retried_once_then_the_job_fails(ray_cluster, tmp_path, default_body):
-    spec = JobSpec(motion=builtin_motion("walk", default_body, frames=6), gaussians=1500, seed=5).to_dict()
+    # Long enough (≈ 1 s of work) that the kill lands while the job runs.
+    spec = JobSpec(motion=builtin_motion("walk", default_body, frames=60), gaussians=30_000, seed=5).to_dict()
 
     def kill_first(info: dict) -> None:
         if info["attempt"] == 1:

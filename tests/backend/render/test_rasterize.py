@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -116,14 +117,17 @@ def _scene(n=40, seed=0, dtype=torch.float64, stack=True):
 
 
 TORCH = RenderSettings(backend="torch", background=(0.2, 0.4, 0.9))
+# Every check of the torch path against the brute-force reference runs for its compiled twin too.
+CPU_BACKENDS = pytest.mark.parametrize("backend", ["torch", "numba"])
 
 
-def test_matches_brute_force_rgb_alpha_depth_features():
+@CPU_BACKENDS
+def test_matches_brute_force_rgb_alpha_depth_features(backend):
     g, cam = _scene(), _camera()
     feats = torch.rand(len(g), 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    out = render(g, cam, features=feats, settings=TORCH)
+    out = render(g, cam, features=feats, settings=replace(TORCH, backend=backend))
     rgb, alpha, depth, extra = brute_force(g, cam, TORCH.background, features=feats)
-    assert out.backend == "torch"
+    assert out.backend == backend
     assert out.rgb.shape == (1, 30, 40, 3) and out.alpha.shape == (1, 30, 40, 1)
     assert out.depth.shape == (1, 30, 40, 1) and out.features.shape == (1, 30, 40, 2)
     assert brute_force.stopped_pixels > 10, "scene must exercise early termination"
@@ -132,21 +136,22 @@ def test_matches_brute_force_rgb_alpha_depth_features():
         assert (ours[0] - ref).abs().max() <= 1e-4
 
 
-def test_matches_brute_force_in_float32_and_small_chunks():
+@CPU_BACKENDS
+def test_matches_brute_force_in_float32_and_small_chunks(backend):
     g, cam = _scene(seed=3).to(dtype=torch.float32), _camera(dtype=torch.float32)
     ref = brute_force(g.to(dtype=torch.float64), cam.to(dtype=torch.float64), TORCH.background)
     for max_pairs in (1 << 21, 256):  # one chunk, and many chunks with finished-pixel culling
-        out = render(g, cam, settings=RenderSettings(backend="torch", background=TORCH.background,
+        out = render(g, cam, settings=RenderSettings(backend=backend, background=TORCH.background,
                                                     max_pairs=max_pairs))
         assert (out.rgb[0].double() - ref[0]).abs().max() <= 1e-4
         assert (out.alpha[0].double() - ref[1]).abs().max() <= 1e-4
         assert (out.depth[0].double() - ref[2]).abs().max() <= 1e-4 * 3  # depth ~2 m: float32 rounding
 
 
-@pytest.mark.parametrize("max_pairs", [1 << 21, 64])
-def test_gradients_match_brute_force_autograd(max_pairs):
+@pytest.mark.parametrize("backend,max_pairs", [("torch", 1 << 21), ("torch", 64), ("numba", 1 << 21)])
+def test_gradients_match_brute_force_autograd(backend, max_pairs):
     cam = _camera(width=24, height=18)
-    settings = RenderSettings(backend="torch", background=TORCH.background, max_pairs=max_pairs)
+    settings = RenderSettings(backend=backend, background=TORCH.background, max_pairs=max_pairs)
     base = _scene(n=16, seed=1)
     names = ("means", "quats", "log_scales", "opacity_logits", "sh")
 
@@ -167,13 +172,14 @@ def test_gradients_match_brute_force_autograd(max_pairs):
         assert (ours[k] - ref[k]).abs().max() <= 1e-6 * max(1.0, scale), k
 
 
-def test_single_isotropic_gaussian_is_the_analytic_splat():
+@CPU_BACKENDS
+def test_single_isotropic_gaussian_is_the_analytic_splat(backend):
     size, f, z, sigma, opacity = 41, 60.0, 2.0, 0.05, 0.8
     cam = Cameras.create(look_at(torch.tensor([[0.0, -z, 0.0]]), torch.zeros(3)), width=size, height=size, fx=f,
                          cx=size / 2, cy=size / 2)  # centre of pixel 20 is 20.5 = size / 2
     color = torch.tensor([[0.9, 0.5, 0.2]])
     g = Gaussians.from_colors(torch.zeros(1, 3), color, scales=sigma, opacities=opacity)
-    out = render(g, cam, settings=RenderSettings(backend="torch"))
+    out = render(g, cam, settings=RenderSettings(backend=backend))
     sigma_px = math.sqrt(f * f * sigma * sigma / (z * z) + 0.3)
     c = size // 2
     assert torch.allclose(out.rgb[0, c, c], opacity * color[0], atol=1e-5)
@@ -187,20 +193,22 @@ def test_single_isotropic_gaussian_is_the_analytic_splat():
         float(torch.where(out.alpha > 0, out.alpha, 0).sum()), rel=1e-6)
 
 
-def test_order_of_gaussians_does_not_change_the_image():
+@CPU_BACKENDS
+def test_order_of_gaussians_does_not_change_the_image(backend):
     g, cam = _scene(n=60, seed=2).to(dtype=torch.float32), _camera(dtype=torch.float32)
     perm = torch.randperm(len(g), generator=torch.Generator().manual_seed(4))
-    a = render(g, cam, settings=TORCH)
-    b = render(g.subset(perm), cam, settings=TORCH)
+    a = render(g, cam, settings=replace(TORCH, backend=backend))
+    b = render(g.subset(perm), cam, settings=replace(TORCH, backend=backend))
     assert (a.rgb - b.rgb).abs().max() <= 1e-6
     assert (a.depth - b.depth).abs().max() <= 1e-5
 
 
-def test_near_plane_and_behind_camera_are_culled():
+@CPU_BACKENDS
+def test_near_plane_and_behind_camera_are_culled(backend):
     cam = _camera(width=20, height=20, eye=(0.0, -2.0, 0.0), target=(0.0, 0.0, 0.0))
     behind = Gaussians.from_colors(torch.tensor([[0.0, -3.0, 0.0], [0.0, -1.995, 0.0]], dtype=torch.float64),
                                    torch.ones(2, 3, dtype=torch.float64), scales=0.2)
-    out = render(behind, cam, settings=RenderSettings(backend="torch", near=0.01))
+    out = render(behind, cam, settings=RenderSettings(backend=backend, near=0.01))
     assert float(out.alpha.abs().max()) == 0.0
 
 
@@ -232,11 +240,11 @@ def test_settings_and_inputs_are_validated():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised where CUDA is absent")
-def test_gsplat_where_it_cannot_run_is_a_clear_error_and_auto_uses_torch():
+def test_gsplat_where_it_cannot_run_is_a_clear_error_and_auto_uses_the_compiled_cpu_path():
     g, cam = _scene(n=5, stack=False), _camera()
     with pytest.raises(CapabilityError, match="gsplat"):
         render(g, cam, settings=RenderSettings(backend="gsplat"))
-    assert render(g, cam).backend == "torch"
+    assert render(g, cam).backend == "numba"
 
 
 def test_float32_scan_path_for_devices_without_float64(monkeypatch):
@@ -251,7 +259,8 @@ def test_float32_scan_path_for_devices_without_float64(monkeypatch):
     assert (out.alpha[0].double() - ref[1]).abs().max() <= 1e-4
 
 
-def test_body_scene_with_many_chunks_matches_brute_force():
+@CPU_BACKENDS
+def test_body_scene_with_many_chunks_matches_brute_force(backend):
     """A realistic opaque figure, forced through many small chunks (windows, per-row culling, carried T)."""
     from backend.render import frame_subject, orbit_cameras
     from backend.render.scenes import body_gaussians
@@ -263,7 +272,7 @@ def test_body_scene_with_many_chunks_matches_brute_force():
     ref = brute_force(g, cam, (1.0, 1.0, 1.0))
     assert brute_force.stopped_pixels > 100
     for max_pairs in (1 << 21, 300):
-        out = render(g, cam, settings=RenderSettings(backend="torch", background=(1.0, 1.0, 1.0),
+        out = render(g, cam, settings=RenderSettings(backend=backend, background=(1.0, 1.0, 1.0),
                                                     max_pairs=max_pairs))
         assert (out.rgb[0] - ref[0]).abs().max() <= 1e-4
         assert (out.alpha[0] - ref[1]).abs().max() <= 1e-4
