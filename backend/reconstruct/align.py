@@ -79,7 +79,7 @@ def align_to_silhouette(view: ReferenceView, body_faces: Tensor, settings: Align
     spacing = float(triangle_areas_normals(verts, body_faces.cpu())[0].sum() / settings.points) ** 0.5
     quats = matrix_to_quaternion(tangent_frames(sample.normals))
     flat = torch.tensor([0.6 * spacing, 0.6 * spacing, 0.1 * spacing])
-    rs = RenderSettings(backend="torch")
+    rs = RenderSettings()
 
     def draw(scale: Tensor, translation: Tensor) -> Tensor:
         means = scale * (points - center) + center + translation

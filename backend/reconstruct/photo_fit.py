@@ -304,7 +304,7 @@ def fit_reference(
     fv = crop_view(view, anchors.posed_points, settings.resolution, settings.crop_margin)
     n = anchors.posed_points.shape[0]
     spacing = anchors.spacing
-    render_settings = RenderSettings(backend="torch", background=(0.0, 0.0, 0.0))
+    render_settings = RenderSettings(background=(0.0, 0.0, 0.0))
     target = fv.rgb * fv.mask[..., None]
     # Colour target for splats that spill over the silhouette: the photo's colour extended outwards, times the
     # rendered alpha, so edge Gaussians are not darkened towards the background (their opacity is the
@@ -351,7 +351,10 @@ def fit_reference(
         loss_l1 = (rgb - colour_target).abs().mean()
         loss_ssim = 1.0 - ssim(rgb[None], colour_target[None])
         world_off = (anchors.posed_frames @ offsets[..., None])[..., 0]
-        loss_smooth = (world_off[:, None, :] - world_off[neighbours]).pow(2).sum(-1).mean() / unit2
+        # index_select, not fancy indexing: its backward (index_add_) sums in a fixed order, so reruns are
+        # bit-identical (fancy indexing's backward, an accumulating index_put_, is not on the CPU)
+        near = world_off.index_select(0, neighbours.reshape(-1)).view(*neighbours.shape, 3)
+        loss_smooth = (world_off[:, None, :] - near).pow(2).sum(-1).mean() / unit2
         loss_off = world_off.pow(2).sum(-1).mean() / unit2
         loss = (settings.w_silhouette * loss_sil + settings.w_l1 * loss_l1 + settings.w_ssim * loss_ssim
                 + settings.w_smooth * loss_smooth + settings.w_offset * loss_off)
@@ -402,7 +405,7 @@ def gaussian_visibility(gaussians: Gaussians, camera: Cameras, depth_tolerance: 
     what the same splat would receive alone, ``opacity · 2π·sqrt(det Σ_2D)``.
     """
     probe = torch.ones(gaussians.num_gaussians, 1, requires_grad=True)
-    out = render(gaussians.detach(), camera, features=probe, settings=RenderSettings(backend="torch"))
+    out = render(gaussians.detach(), camera, features=probe, settings=RenderSettings())
     (weight,) = torch.autograd.grad(out.features.sum(), probe)
     with torch.no_grad():
         view = camera.view_matrices()[0]

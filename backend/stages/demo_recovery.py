@@ -91,7 +91,7 @@ def write_recovery_demo(out_dir: str | os.PathLike, *, settings: RecoverySetting
 
     clip = scene.dataset.clips[0]
     picks = list(range(0, clip.num_frames, max(1, clip.num_frames // 8)))[:8]
-    rs = RenderSettings(backend="torch", background=(1.0, 1.0, 1.0))
+    rs = RenderSettings(background=(1.0, 1.0, 1.0))
     rows = {"rigid": [], "fitted": []}
     with torch.no_grad():
         for i in picks:

@@ -55,7 +55,7 @@ class FieldFitSettings:
         lambda_tv: Weight of the planes' total variation.
         lambda_time: Weight of the space-time planes' time smoothness.
         background: Render background, RGB in [0, 1] (must match the videos').
-        render_backend: ``"auto"`` | ``"gsplat"`` | ``"torch"``.
+        render_backend: ``"auto"`` | ``"gsplat"`` | ``"numba"`` | ``"torch"``.
         checkpoint_every: Iterations between checkpoints (0 = only on cancel and at the end).
         report_every: Iterations between progress reports (a report is a point where a stop can happen).
     """

@@ -202,7 +202,7 @@ def build_recovery_scene(settings: RecoverySettings | None = None, body: BodyMod
     video_frames = (settings.motion_frames + 1) // 2
     trajectories = diagonal_trajectories(framing, count=settings.trajectories, num_frames=video_frames,
                                          width=settings.width, height=settings.height)
-    render_settings = RenderSettings(backend="torch", background=(1.0, 1.0, 1.0))
+    render_settings = RenderSettings(background=(1.0, 1.0, 1.0))
     dataset = VideoDataset([], settings.motion_frames)
     motion_frames = even_motion_frames(video_frames, settings.motion_frames)
     with torch.no_grad():
@@ -239,7 +239,7 @@ def recovery_fit_settings(iterations: int = 300, **overrides) -> FieldFitSetting
     """Fit settings for a short fit on the recovery scene (higher learning rates than the 25k-iteration run)."""
     base = dict(iterations=iterations, grid_lr=(2e-2, 2e-3), mlp_lr=(2e-3, 2e-4), frames_per_step=1,
                 lambda_dssim=0.2, lambda_mask=0.5, identity_weight=1.0, body_weight=0.05, lambda_tv=1e-3,
-                lambda_time=1e-2, background=(1.0, 1.0, 1.0), render_backend="torch", checkpoint_every=0,
+                lambda_time=1e-2, background=(1.0, 1.0, 1.0), render_backend="auto", checkpoint_every=0,
                 report_every=25)
     base.update(overrides)
     return FieldFitSettings(**base)
@@ -265,7 +265,7 @@ class RecoveryMetrics:
 
 def held_out_renders(scene: RecoveryScene, field_: ResidualField | None) -> tuple[Tensor, Tensor, Tensor]:
     """(truth rgb, model rgb, skirt region) at the held-out views. [V, H, W, 3], [V, H, W, 3], [V, H, W, 1]"""
-    settings = RenderSettings(backend="torch", background=(1.0, 1.0, 1.0))
+    settings = RenderSettings(background=(1.0, 1.0, 1.0))
     skirt = scene.skirt.float()[:, None]
     truths, preds, regions = [], [], []
     with torch.no_grad():
