@@ -10,6 +10,7 @@ losses + Adam step. Runs on CPU, and on CUDA as well when it is available. Print
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -102,7 +103,11 @@ def main() -> None:
     parser.add_argument("--preview-gaussians", type=int, default=40_000)
     parser.add_argument("--preview-iterations", type=int, default=None, help="default: the preset's")
     parser.add_argument("--skip-preview", action="store_true")
+    parser.add_argument("--backend", default=None, choices=("torch", "numba", "gsplat"),
+                        help="renderer for the run (sets ANI3D_RENDER_BACKEND; default: render()'s auto choice)")
     args = parser.parse_args()
+    if args.backend:
+        os.environ["ANI3D_RENDER_BACKEND"] = args.backend
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

@@ -12,6 +12,7 @@ comparison PNGs.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import tempfile
@@ -147,7 +148,11 @@ def main() -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (1 avoids OpenMP spin-waiting next to other busy processes)")
+    p.add_argument("--backend", default=None, choices=("torch", "numba", "gsplat"),
+                        help="renderer for the run (sets ANI3D_RENDER_BACKEND; default: render()'s auto choice)")
     args = p.parse_args()
+    if args.backend:
+        os.environ["ANI3D_RENDER_BACKEND"] = args.backend
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=1))

@@ -6,9 +6,9 @@ framed to fill the image), one camera, white background. Each configuration runs
 that the peak resident memory (``ru_maxrss``) belongs to it alone; times are medians over repeats after one
 warm-up. Prints a Markdown table.
 
-    .venv/bin/python scripts/bench_render.py                 # 20k/100k x 256²/512², torch backend (OMP_WAIT_POLICY=PASSIVE unless set)
-    .venv/bin/python scripts/bench_render.py --configs 20000x256 --repeats 7
-    .venv/bin/python scripts/bench_render.py --device cuda --backend gsplat
+    .venv/bin/python scripts/bench_render.py      # 20k/40k/100k x 256²/512², torch and numba side by side
+    .venv/bin/python scripts/bench_render.py --configs 40000x256 --repeats 7 --threads 2
+    .venv/bin/python scripts/bench_render.py --device cuda --backends gsplat torch
 """
 
 from __future__ import annotations
@@ -83,9 +83,12 @@ def run_one(n: int, res: int, backend: str, device: str, repeats: int, backward:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["20000x256", "20000x512", "100000x256", "100000x512"],
+    parser.add_argument("--configs", nargs="+",
+                        default=["20000x256", "40000x256", "20000x512", "100000x256", "100000x512"],
                         help="NxRES items (Gaussians x square image size)")
-    parser.add_argument("--backend", default="torch", choices=("auto", "torch", "gsplat"))
+    parser.add_argument("--backends", nargs="+", default=["torch", "numba"],
+                        choices=("auto", "torch", "numba", "gsplat"), help="measured side by side, in one run")
+    parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)  # internal, with --one
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -100,8 +103,8 @@ def main() -> int:
         return 0
 
     rows = []
-    for config in args.configs:
-        cmd = [sys.executable, __file__, "--one", config, "--backend", args.backend, "--device", args.device,
+    for config, backend in [(c, b) for c in args.configs for b in args.backends]:
+        cmd = [sys.executable, __file__, "--one", config, "--backend", backend, "--device", args.device,
                "--repeats", str(args.repeats)] + (["--no-backward"] if args.no_backward else [])
         if args.threads:
             cmd += ["--threads", str(args.threads)]
@@ -114,7 +117,7 @@ def main() -> int:
             return 1
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"# {config}: forward {r['forward_s']:.3f} s, forward+backward "
+        print(f"# {config} {backend}: forward {r['forward_s']:.3f} s, forward+backward "
               f"{r['forward_backward_s'] if r['forward_backward_s'] is not None else float('nan'):.3f} s, "
               f"peak {r['peak_gib']:.2f} GiB", file=sys.stderr, flush=True)
 
@@ -123,11 +126,15 @@ def main() -> int:
           f"on {os.cpu_count()} CPUs (other processes slow these numbers down); "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}\n")
     print(f"| Gaussians | image | backend ({rows[0]['device']}, {rows[0]['threads']} threads) | forward s "
-          "| forward+backward s | peak memory GiB |")
-    print("|---:|---:|---|---:|---:|---:|")
+          "| forward+backward s | peak memory GiB | forward+backward vs torch |")
+    print("|---:|---:|---|---:|---:|---:|---:|")
+    torch_fb = {(r["n"], r["res"]): r["forward_backward_s"] for r in rows if r["backend"] == "torch"}
     for r in rows:
         fb = "—" if r["forward_backward_s"] is None else f"{r['forward_backward_s']:.3f}"
-        print(f"| {r['n']:,} | {r['res']}² | {r['backend']} | {r['forward_s']:.3f} | {fb} | {r['peak_gib']:.2f} |")
+        ref = torch_fb.get((r["n"], r["res"]))
+        ratio = f"{ref / r['forward_backward_s']:.1f}×" if ref and r["forward_backward_s"] else "—"
+        print(f"| {r['n']:,} | {r['res']}² | {r['backend']} | {r['forward_s']:.3f} | {fb} | {r['peak_gib']:.2f} "
+              f"| {ratio} |")
     return 0
 
 

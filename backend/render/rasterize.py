@@ -427,9 +427,8 @@ def rasterize_torch(
     near: float,
     far: float,
     max_pairs: int = 1 << 21,
-    compositor=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Render one camera (projection here; compositing by ``compositor``, default the torch ``composite``).
+    """Render one camera.
 
     Args:
         means: World centres. [N, 3]
@@ -441,7 +440,6 @@ def rasterize_torch(
         width, height: Image size.
         near, far: Depth range.
         max_pairs: Pair budget per chunk (memory bound).
-        compositor: A function with ``composite``'s signature (``rasterize_numba.composite_numba``).
 
     Returns:
         ``(accumulated, alpha, accumulated_depth)``: [H, W, F], [H, W, 1], [H, W, 1] — colours are not yet
@@ -451,8 +449,7 @@ def rasterize_torch(
     order = torch.argsort(proj.depths.detach(), stable=True)
     idx = _take(proj.index, order)
     feats = torch.cat([_take(colors, idx), _take(proj.depths, order)[:, None]], dim=-1)
-    acc, alpha = (compositor or composite)(_take(proj.means2d, order), _take(proj.conics, order),
-                                           _take(opacities, idx), feats, _take(proj.radii, order), width, height,
-                                           max_pairs=max_pairs)
+    acc, alpha = composite(_take(proj.means2d, order), _take(proj.conics, order), _take(opacities, idx), feats,
+                           _take(proj.radii, order), width, height, max_pairs=max_pairs)
     acc = acc.view(height, width, -1)
     return acc[..., :-1], alpha.view(height, width, 1), acc[..., -1:]

@@ -8,6 +8,7 @@ with gsplat's conventions, so a result does not depend on which backend ran beyo
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,12 +86,21 @@ class RenderOutput:
     backend: str
 
 
+AUTO_OVERRIDE_ENV = "ANI3D_RENDER_BACKEND"
+
+
 def resolve_backend(requested: Backend, device: torch.device) -> str:
-    """The backend that will run for tensors on ``device``.
+    """The backend that will run for tensors on ``device``. ``"auto"`` follows ``$ANI3D_RENDER_BACKEND`` when it
+    is set (``torch`` / ``numba`` / ``gsplat``: to compare paths in benchmarks, or to debug on the torch twin).
 
     Raises:
         CapabilityError: gsplat or numba was requested and cannot run here (the message says why).
     """
+    if requested == "auto" and os.environ.get(AUTO_OVERRIDE_ENV):
+        override = os.environ[AUTO_OVERRIDE_ENV]
+        if override not in ("gsplat", "numba", "torch"):
+            raise InputError(f"{AUTO_OVERRIDE_ENV}: expected gsplat, numba or torch, got {override!r}")
+        requested = override
     if requested == "torch":
         return "torch"
     if requested == "numba":
@@ -182,13 +192,20 @@ def render(
         acc, alpha, acc_depth = rasterize_gsplat(
             gaussians.means, gaussians.unit_quats, scales, opacities, colors, views, cameras.intrinsics(), w, h,
             near=settings.near, far=settings.far)
+    elif backend == "numba":
+        outs = [
+            rasterize_numba.rasterize(gaussians.means, gaussians.quats, scales, opacities, colors[i], views[i],
+                                      cameras.fx[i], cameras.fy[i], cameras.cx[i], cameras.cy[i], w, h,
+                                      near=settings.near, far=settings.far)
+            for i in range(len(cameras))
+        ]
+        acc, alpha, acc_depth = (torch.stack(parts) for parts in zip(*outs))
     else:
         covars = covariances_3d(gaussians.quats, scales)
-        compositor = rasterize_numba.composite_numba if backend == "numba" else None
         outs = [
             rasterize_torch(gaussians.means, covars, opacities, colors[i], views[i], cameras.fx[i], cameras.fy[i],
                             cameras.cx[i], cameras.cy[i], w, h, near=settings.near, far=settings.far,
-                            max_pairs=settings.max_pairs, compositor=compositor)
+                            max_pairs=settings.max_pairs)
             for i in range(len(cameras))
         ]
         acc, alpha, acc_depth = (torch.stack(parts) for parts in zip(*outs))
