@@ -251,6 +251,17 @@ if numba is not None:
 
 if numba is not None:
 
+    @njit(cache=True, error_model="numpy")
+    def _rotation(q, r):  # pragma: no cover - compiled
+        """Fill ``r`` [3, 3] with the rotation of the quaternion ``q`` (w, x, y, z, any norm); returns
+        ``(|q|, w, x, y, z)`` of the normalised quaternion (as ``core.rotations.quaternion_to_matrix``)."""
+        qn = max(math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]), 1e-12)
+        w, x, y, z = q[0] / qn, q[1] / qn, q[2] / qn, q[3] / qn
+        r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)
+        r[1, 0], r[1, 1], r[1, 2] = 2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)
+        r[2, 0], r[2, 1], r[2, 2] = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+        return qn, w, x, y, z
+
     @njit(parallel=True, cache=True, error_model="numpy")
     def _project(means, quats, scales, opac, view, fx, fy, cx, cy, width, height, near, far,
                  alpha_min, eps2d, extend_max):  # pragma: no cover - compiled
@@ -280,13 +291,8 @@ if numba is not None:
             t_cam[i, 0], t_cam[i, 1], t_cam[i, 2] = tx, ty, tz
             if tz < near or tz > far or opac[i] < alpha_min:
                 continue
-            qn = math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2)
-            qn = max(qn, 1e-12)
-            w, x, y, z = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
             r = scratch_r[i]
-            r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)
-            r[1, 0], r[1, 1], r[1, 2] = 2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)
-            r[2, 0], r[2, 1], r[2, 2] = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+            qn, w, x, y, z = _rotation(quats[i], r)
             m = scratch_m[i]  # view · R · S: the camera-space covariance is m mᵀ
             for a in range(3):
                 for k in range(3):
@@ -391,13 +397,8 @@ if numba is not None:
             for kk in range(3):
                 g_means[i, kk] = view[0, kk] * g_tx + view[1, kk] * g_ty + view[2, kk] * g_tz
             # C = V Σ Vᵀ with Σ = R S Sᵀ Rᵀ: with m = V R S, C = m mᵀ and dL/dm = 2 dL/dC m
-            qn = math.sqrt(quats[i, 0] ** 2 + quats[i, 1] ** 2 + quats[i, 2] ** 2 + quats[i, 3] ** 2)
-            qn = max(qn, 1e-12)
-            w, x, y, z = quats[i, 0] / qn, quats[i, 1] / qn, quats[i, 2] / qn, quats[i, 3] / qn
             r = scratch_r[i]
-            r[0, 0], r[0, 1], r[0, 2] = 1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)
-            r[1, 0], r[1, 1], r[1, 2] = 2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)
-            r[2, 0], r[2, 1], r[2, 2] = 2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)
+            qn, w, x, y, z = _rotation(quats[i], r)
             vr = scratch_vr[i]  # V R
             for a in range(3):
                 for b in range(3):
