@@ -265,7 +265,8 @@ def alembic_frames(context, filepath: str | os.PathLike, frames: list[int],
                 buf = np.empty(len(attr.data) * width, np.float32)
                 attr.data.foreach_get("vector" if width == 3 else "value", buf)
                 values[name] = buf.reshape(-1, 3) if width == 3 else buf
-            values["position"] = values["position"] @ m[:3, :3].T + m[:3, 3] if "position" in values else None
+            if "position" in values:  # world space
+                values["position"] = values["position"] @ m[:3, :3].T + m[:3, 3]
             out[frame] = values
     finally:
         for o in new:
