@@ -72,6 +72,26 @@ def _run_job_task(run_id: str, spec: dict, inputs: dict, shared_out: str | None,
         return {"host": host, "result": result, "files": transfer.pack_folder(out)}
 
 
+def task_result(ref, what: str):
+    """``ray.get(ref)`` with Ray's failures as this project's errors: a cancelled task is ``Cancelled``; the task's
+    own ``InputError`` / ``CapabilityError`` / ``Cancelled`` is raised as it is; any other error, or a worker that
+    died on every attempt, is ``JobFailed`` naming ``what`` ("job", "restoration")."""
+    ray = require_ray()
+    from ray import exceptions
+
+    try:
+        return ray.get(ref)
+    except exceptions.TaskCancelledError as exc:
+        raise Cancelled("cancelled on the Ray cluster") from exc
+    except exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (InputError, CapabilityError, Cancelled)):
+            raise cause from None
+        raise JobFailed(f"{what} failed on its Ray worker: {cause!r}") from None
+    except (exceptions.WorkerCrashedError, exceptions.NodeDiedError) as exc:
+        raise JobFailed(f"the Ray worker running the {what} died and its retry too ({type(exc).__name__})") from None
+
+
 _REMOTE: dict[str, Any] = {}
 _REMOTE_LOCK = threading.Lock()
 
@@ -181,23 +201,7 @@ class RayExecutor:
         finally:
             with self._lock:
                 self._inboxes.pop(run_id, None)
-        reply = self._get(ray, ref)
+        reply = task_result(ref, "job")
         if reply["files"] is not None:
             transfer.unpack_folder(reply["files"], out_dir)
         return reply["result"]
-
-    @staticmethod
-    def _get(ray, ref) -> dict:
-        from ray import exceptions
-
-        try:
-            return ray.get(ref)
-        except exceptions.TaskCancelledError as exc:
-            raise Cancelled("cancelled on the Ray cluster") from exc
-        except exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, (InputError, CapabilityError, Cancelled)):
-                raise cause from None
-            raise JobFailed(f"job failed on its Ray worker: {cause!r}") from None
-        except (exceptions.WorkerCrashedError, exceptions.NodeDiedError) as exc:
-            raise JobFailed(f"the Ray worker running the job died and its retry too ({type(exc).__name__})") from None

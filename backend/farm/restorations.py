@@ -15,7 +15,7 @@ from torch import Tensor
 
 from backend.core.progress import StageProgress
 from backend.farm.cluster import require_ray
-from backend.farm.executor import JobFailed, _remote
+from backend.farm.executor import _remote, task_result
 from backend.stages.prior_rounds import RestoreJob
 
 _PRIORS: dict[str, object] = {}  # per worker process: a loaded prior is reused by the next task there
@@ -76,7 +76,7 @@ class RayRestorer:
                 done, _ = ray.wait(waiting, num_returns=1, timeout=1.0)
                 for ref in done:
                     i = refs.index(ref)
-                    results[i] = self._get(ray, ref)
+                    results[i] = task_result(ref, "restoration")
                     reports[i](1.0, f"restored {jobs[i].name}")
                 if not done:
                     for i, report in enumerate(reports):  # lets a cancel through while the tasks run
@@ -87,18 +87,6 @@ class RayRestorer:
                 ray.cancel(ref, force=True)
             raise
         return [torch.from_numpy(np.array(results[i])) for i in range(len(refs))]  # a writable copy
-
-    @staticmethod
-    def _get(ray, ref) -> np.ndarray:
-        from ray import exceptions
-
-        try:
-            return ray.get(ref)
-        except exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            raise (cause if isinstance(cause, Exception) else JobFailed(f"restoration failed: {exc}")) from None
-        except (exceptions.WorkerCrashedError, exceptions.NodeDiedError) as exc:
-            raise JobFailed(f"a restoration's Ray worker died, and its retry too ({type(exc).__name__})") from None
 
     def release(self) -> None:
         """Nothing is held here; workers keep their prior until Ray stops them."""

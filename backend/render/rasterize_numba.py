@@ -443,13 +443,6 @@ def _threads() -> int:
     return max(1, min(count, numba.config.NUMBA_NUM_THREADS))
 
 
-def _np(x: Tensor, dtype=None) -> np.ndarray:
-    """A contiguous numpy copy/view: float64 stays float64, other floats become float32."""
-    if dtype is None:
-        dtype = np.float64 if x.dtype == torch.float64 else np.float32
-    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtype)
-
-
 class _Rasterize(torch.autograd.Function):
     """Projection and compositing of one camera, both compiled (``rasterize_torch``'s contract)."""
 
