@@ -76,6 +76,63 @@ class RestoreSettings:
             raise InputError(f"RestoreSettings.cfg: expected None or a number >= 1, got {self.cfg!r}")
 
 
+SAMPLER_FIELDS = ("steps", "strength", "shift", "guidance", "guidance_schedule", "gamma", "cfg")
+"""The sampler settings a job may set (``JobSpec.sampler_settings``, ``--steps`` ... ``--cfg``)."""
+
+SAMPLER_PRESETS: dict[str, dict] = {
+    # The paper (docs/method.md §5): γ_i = σ_i; steps and strength follow the job's quality preset (10-36 steps,
+    # s 0.5-0.7 in the authors' runs); λ is not published, ours is 0.1 on the released code's linear schedule.
+    "paper": {"shift": 5.0, "guidance": 0.1, "guidance_schedule": "linear", "gamma": "sigma", "cfg": None},
+    # The released code's defaults: strength 0.7, int(10·0.7) = 7 steps, sgs 0.05 with λ_i = sgs·(1−σ_i),
+    # noise fully redrawn each step (γ = 1), CFG 5, shift 5 (and 81 frames at 480×832: RELEASED_VIDEO).
+    "released": {"steps": 7, "strength": 0.7, "shift": 5.0, "guidance": 0.05, "guidance_schedule": "linear",
+                 "gamma": "full", "cfg": 5.0},
+}
+RELEASED_VIDEO = {"video_frames": 81, "width": 480, "height": 832}
+"""The released code's trajectory videos (``--sampler released`` sets them unless the job overrides them)."""
+
+
+def sampler_settings(name: str, overrides: dict | None = None, *, steps: int, strength: float,
+                     seed: int = 0) -> RestoreSettings:
+    """The restoration settings of a named sampler preset with per-job overrides.
+
+    Args:
+        name: ``"paper"`` or ``"released"`` (``SAMPLER_PRESETS``).
+        overrides: Some of ``SAMPLER_FIELDS`` (a job's ``sampler_settings``); they win over the preset.
+        steps, strength: The quality preset's values, used where the sampler preset does not set them.
+        seed: Seed of the restoration.
+
+    Raises:
+        InputError: unknown preset or field, or a value out of range (the message names ``sampler_settings.<field>``).
+    """
+    if name not in SAMPLER_PRESETS:
+        raise InputError(f"sampler: expected one of {sorted(SAMPLER_PRESETS)}, got {name!r}")
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(SAMPLER_FIELDS))
+    if unknown:
+        raise InputError(f"sampler_settings: unknown field(s) {unknown}; expected some of {list(SAMPLER_FIELDS)}")
+    values = {"steps": steps, "strength": strength, **SAMPLER_PRESETS[name], **overrides}
+    for key in ("strength", "shift", "guidance", "cfg"):
+        value = values[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"sampler_settings.{key}: expected a number, got {value!r}")
+    if isinstance(values["gamma"], str) and values["gamma"] not in ("sigma", "full"):
+        try:
+            values["gamma"] = float(values["gamma"])
+        except ValueError:
+            raise InputError(f"sampler_settings.gamma: expected 'sigma', 'full' or a number in [0, 1], got "
+                             f"{values['gamma']!r}") from None
+    try:
+        return RestoreSettings(**values, seed=seed)
+    except InputError as exc:
+        raise InputError(str(exc).replace("RestoreSettings.", "sampler_settings.")) from None
+
+
+def sampler_record(settings: RestoreSettings, name: str) -> dict:
+    """What result.json records of the sampler that ran: the preset name and every value used."""
+    return {"preset": name, **{key: getattr(settings, key) for key in SAMPLER_FIELDS}}
+
+
 @dataclass(frozen=True)
 class RestoreConditions:
     """What the restoration is conditioned on: given directly, or as 3D state rendered with the cameras.

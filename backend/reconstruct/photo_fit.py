@@ -71,6 +71,8 @@ class PhotoFitSettings:
         neighbours: Surface neighbours per Gaussian for smoothness and back fill.
         loose_threshold: A Gaussian whose offset is longer than this is labelled loose (off the body).
         report_every: Iterations between progress reports.
+        antialiased: Fit with the renderer's antialiased mode (Mip-Splatting's 2D filter), the mode the
+            job's renders use, so the fitted splats look the same at other resolutions.
     """
 
     resolution: int = 192
@@ -98,6 +100,7 @@ class PhotoFitSettings:
     neighbours: int = 8
     loose_threshold: float = 0.03
     report_every: int = 5
+    antialiased: bool = False
 
     def __post_init__(self) -> None:
         if self.resolution < 16:
@@ -304,7 +307,7 @@ def fit_reference(
     fv = crop_view(view, anchors.posed_points, settings.resolution, settings.crop_margin)
     n = anchors.posed_points.shape[0]
     spacing = anchors.spacing
-    render_settings = RenderSettings(background=(0.0, 0.0, 0.0))
+    render_settings = RenderSettings(background=(0.0, 0.0, 0.0), antialiased=settings.antialiased)
     target = fv.rgb * fv.mask[..., None]
     # Colour target for splats that spill over the silhouette: the photo's colour extended outwards, times the
     # rendered alpha, so edge Gaussians are not darkened towards the background (their opacity is the
@@ -385,6 +388,7 @@ def fit_reference(
         "seconds": seconds,
         "iterations_per_s": settings.iterations / seconds if seconds > 0 else float("inf"),
         "resolution": [fv.camera.width, fv.camera.height],
+        "pixels_per_metre": float(fv.camera.pixels_per_metre(anchors.posed_points.mean(0))[0]),
         "gaussians": n,
     }
     off = offsets.detach()

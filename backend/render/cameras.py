@@ -158,6 +158,15 @@ class Cameras:
                for name in (*_INTRINSIC_FIELDS, "world_from_camera")},
         )
 
+    def resized(self, width: int, height: int) -> Cameras:
+        """The same cameras for an image of another size (same aspect ratio): intrinsics scaled per axis, so a
+        pixel of the new image covers the area of the old ones it replaces (``width/self.width`` of them)."""
+        if width < 1 or height < 1:
+            raise InputError(f"Cameras.resized: expected a positive size, got {width}x{height}")
+        sx, sy = width / self.width, height / self.height
+        return Cameras(width=int(width), height=int(height), fx=self.fx * sx, fy=self.fy * sy, cx=self.cx * sx,
+                       cy=self.cy * sy, world_from_camera=self.world_from_camera)
+
     # ---- derived matrices (OpenCV convention lives here only) --------------------------------------------
     def view_matrices(self) -> Tensor:
         """OpenCV world-to-camera matrices (x right, y down, z forward). [C, 4, 4]
@@ -182,6 +191,11 @@ class Cameras:
     def positions(self) -> Tensor:
         """Camera centres in the world. [C, 3]"""
         return self.world_from_camera[:, :3, 3]
+
+    def pixels_per_metre(self, point: Tensor) -> Tensor:
+        """Image pixels per metre of a surface facing each camera at ``point`` [3]: ``fy / depth``. [C]"""
+        depth = (self.positions - point.to(self.fx.dtype).to(self.fx.device)).norm(dim=-1)
+        return self.fy / depth.clamp_min(1e-6)
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Project world points to pixel coordinates.

@@ -46,8 +46,10 @@ def rasterize_gsplat(
     *,
     near: float,
     far: float,
+    antialiased: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Render C cameras with gsplat (classic 3DGS mode, eps2d 0.3, no background).
+    """Render C cameras with gsplat (eps2d 0.3, no background): "classic" 3DGS mode, or "antialiased" (the
+    Mip-Splatting 2D filter with opacity compensation) when ``antialiased``.
 
     Args:
         means: [N, 3]; quats: (w, x, y, z) [N, 4]; scales: standard deviations [N, 3]; opacities: [N]
@@ -75,7 +77,7 @@ def rasterize_gsplat(
         far_plane=far,
         sh_degree=None,
         render_mode="RGB+D",
-        rasterize_mode="classic",
+        rasterize_mode="antialiased" if antialiased else "classic",
         eps2d=0.3,
         packed=False,
     )

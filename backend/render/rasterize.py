@@ -4,7 +4,9 @@ Conventions (identical to gsplat's "classic" 3DGS mode, checked against its CUDA
 
 - EWA splatting: the camera-space covariance goes through the Jacobian of the perspective projection, with the
   point's x/z and y/z clamped to 1.3 × the half field of view (gsplat's ``persp_proj``); 0.3 px² is added to the
-  2D covariance (low-pass filter, no opacity compensation).
+  2D covariance (low-pass filter, no opacity compensation). ``antialias_compensation`` gives gsplat's
+  "antialiased" mode (the Mip-Splatting 2D filter): each opacity times ``sqrt(det Σ₂ / det(Σ₂ + 0.3 I))``, so a
+  splat smaller than a pixel is blurred to the pixel *and* dimmed, keeping its energy instead of bloating.
 - Culling: camera-space depth outside ``[near, far]``, opacity < 1/255, singular 2D covariance, or a bounding
   box outside the image. The box is gsplat's tight, opacity-aware one: half sizes
   ``ceil(min(3.33, sqrt(2 ln(255 · opacity))) · sqrt(Σ_xx))`` (and Σ_yy), so it holds every pixel whose
@@ -144,20 +146,9 @@ def project_gaussians(
         keep = (z_all >= near) & (z_all <= far) & (opacities >= ALPHA_MIN)
     idx = keep.nonzero().squeeze(1)
     mean_c = _take(means, idx) @ rot.T + trans
-    cov_c = rot @ _take(covars, idx) @ rot.T
+    cov2 = _covariances_2d(mean_c, rot @ _take(covars, idx) @ rot.T, fx, fy, cx, cy, width, height)
     x, y, z = mean_c.unbind(-1)
     rz = 1.0 / z
-    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
-    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
-    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
-    tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
-    ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
-    zero = torch.zeros_like(z)
-    jac = torch.stack([
-        torch.stack([fx * rz, zero, -fx * tx * rz * rz], dim=-1),
-        torch.stack([zero, fy * rz, -fy * ty * rz * rz], dim=-1),
-    ], dim=-2)  # [M, 2, 3]
-    cov2 = jac @ cov_c @ jac.transpose(-1, -2)
     a, b, c = cov2[:, 0, 0] + EPS_2D, cov2[:, 0, 1], cov2[:, 1, 1] + EPS_2D
     det = a * c - b * b
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)
@@ -179,6 +170,49 @@ def project_gaussians(
         depths=_take(z, sel),
         radii=torch.stack([_take(rx, sel), _take(ry, sel)], dim=-1).to(torch.int64),
     )
+
+
+def _covariances_2d(mean_c: Tensor, cov_c: Tensor, fx: Tensor, fy: Tensor, cx: Tensor, cy: Tensor, width: int,
+                    height: int) -> Tensor:
+    """EWA: camera-space covariances through the perspective Jacobian, x/z and y/z clamped to 1.3 × the half
+    field of view (gsplat's ``persp_proj``); no low-pass term. mean_c [M, 3], cov_c [M, 3, 3] -> [M, 2, 2]"""
+    x, y, z = mean_c.unbind(-1)
+    rz = 1.0 / z
+    tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
+    lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
+    lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
+    tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
+    ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
+    zero = torch.zeros_like(z)
+    jac = torch.stack([
+        torch.stack([fx * rz, zero, -fx * tx * rz * rz], dim=-1),
+        torch.stack([zero, fy * rz, -fy * ty * rz * rz], dim=-1),
+    ], dim=-2)  # [M, 2, 3]
+    return jac @ cov_c @ jac.transpose(-1, -2)
+
+
+def antialias_compensation(means: Tensor, covars: Tensor, view: Tensor, fx: Tensor, fy: Tensor, cx: Tensor,
+                           cy: Tensor, width: int, height: int) -> Tensor:
+    """gsplat's "antialiased" opacity factor ``sqrt(max(det Σ₂ / det(Σ₂ + 0.3 I), 0))`` per Gaussian for one
+    camera (Mip-Splatting's 2D filter); differentiable. Multiply the opacities by it before rasterizing.
+
+    Args:
+        means: World centres. [N, 3]
+        covars: World covariances. [N, 3, 3]
+        view: OpenCV world-to-camera matrix. [4, 4]
+        fx, fy, cx, cy: Intrinsics (0-dim tensors).
+
+    Returns:
+        Factors in [0, 1]. [N] (Gaussians behind the camera get an arbitrary finite value; they are culled.)
+    """
+    rot, trans = view[:3, :3], view[:3, 3]
+    mean_c = means @ rot.T + trans
+    mean_c = torch.cat([mean_c[:, :2], mean_c[:, 2:].clamp_min(1e-6)], dim=-1)  # behind the camera: culled anyway
+    cov2 = _covariances_2d(mean_c, rot @ covars @ rot.T, fx, fy, cx, cy, width, height)
+    a, b, c = cov2[:, 0, 0], cov2[:, 0, 1], cov2[:, 1, 1]
+    det = a * c - b * b
+    det_blur = (a + EPS_2D) * (c + EPS_2D) - b * b
+    return torch.sqrt(torch.clamp(det / det_blur, min=1e-12, max=1.0))
 
 
 # ---- compositing -------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from backend.gaussians.container import Gaussians
 from backend.render.cameras import Cameras
 from backend.render import rasterize_numba
 from backend.render.gsplat_backend import gsplat_unavailable_reason, rasterize_gsplat
-from backend.render.rasterize import covariances_3d, eval_sh, rasterize_torch, sh_degree_from_coeffs
+from backend.render.rasterize import antialias_compensation, covariances_3d, eval_sh, rasterize_torch, sh_degree_from_coeffs
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class RenderSettings:
         sh_degree: SH degree to evaluate; None = all the coefficients the Gaussians have (K = (d + 1)²).
         max_pairs: Torch backend only: (Gaussian, pixel) pairs processed at once, bounding memory
             (≈ 100 bytes per pair when gradients are needed).
+        antialiased: gsplat's "antialiased" mode (Mip-Splatting's 2D filter with opacity compensation) on every
+            backend: splats smaller than a pixel keep their energy instead of bloating. Off = gsplat "classic".
     """
 
     backend: Backend = "auto"
@@ -51,6 +53,7 @@ class RenderSettings:
     far: float = 1e10
     sh_degree: int | None = None
     max_pairs: int = 1 << 21
+    antialiased: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "gsplat", "numba", "torch"):
@@ -62,6 +65,8 @@ class RenderSettings:
             raise InputError(f"RenderSettings.near/far: expected 0 < near < far, got near={self.near}, far={self.far}")
         if self.sh_degree is not None and not 0 <= self.sh_degree <= 3:
             raise InputError(f"RenderSettings.sh_degree: expected None or 0..3, got {self.sh_degree}")
+        if not isinstance(self.antialiased, bool):
+            raise InputError(f"RenderSettings.antialiased: expected true/false, got {self.antialiased!r}")
         if self.max_pairs < 64:
             raise InputError(f"RenderSettings.max_pairs: expected at least 64, got {self.max_pairs}")
 
@@ -87,6 +92,20 @@ class RenderOutput:
 
 
 AUTO_OVERRIDE_ENV = "ANI3D_RENDER_BACKEND"
+
+ANTIALIAS_BELOW = 0.95
+"""Render antialiased when a camera samples the subject at less than this fraction of the fit's density."""
+
+
+def antialias_for(cameras: Cameras, subject_centre: Tensor, fit_pixels_per_metre: float | None) -> bool:
+    """Whether renders with ``cameras`` should use the antialiased mode: the subject was fitted to a photo at
+    ``fit_pixels_per_metre`` and some camera sees it coarser (a subject fitted at one resolution and seen at a
+    lower one bloats in the classic mode; at the fit's own density the classic mode is what it was fitted in).
+    No fit density (procedural or imported Gaussians): classic, as they were made."""
+    if fit_pixels_per_metre is None:
+        return False
+    density = cameras.pixels_per_metre(subject_centre)
+    return bool(float(density.min()) < ANTIALIAS_BELOW * float(fit_pixels_per_metre))
 
 
 def resolve_backend(requested: Backend, device: torch.device) -> str:
@@ -191,23 +210,30 @@ def render(
     if backend == "gsplat":
         acc, alpha, acc_depth = rasterize_gsplat(
             gaussians.means, gaussians.unit_quats, scales, opacities, colors, views, cameras.intrinsics(), w, h,
-            near=settings.near, far=settings.far)
-    elif backend == "numba":
-        outs = [
-            rasterize_numba.rasterize(gaussians.means, gaussians.quats, scales, opacities, colors[i], views[i],
-                                      cameras.fx[i], cameras.fy[i], cameras.cx[i], cameras.cy[i], w, h,
-                                      near=settings.near, far=settings.far)
-            for i in range(len(cameras))
-        ]
-        acc, alpha, acc_depth = (torch.stack(parts) for parts in zip(*outs))
+            near=settings.near, far=settings.far, antialiased=settings.antialiased)
     else:
-        covars = covariances_3d(gaussians.quats, scales)
-        outs = [
-            rasterize_torch(gaussians.means, covars, opacities, colors[i], views[i], cameras.fx[i], cameras.fy[i],
-                            cameras.cx[i], cameras.cy[i], w, h, near=settings.near, far=settings.far,
-                            max_pairs=settings.max_pairs)
-            for i in range(len(cameras))
-        ]
+        covars = covariances_3d(gaussians.quats, scales) if backend == "torch" or settings.antialiased else None
+
+        def opacities_for(i: int) -> Tensor:
+            if not settings.antialiased:
+                return opacities
+            return opacities * antialias_compensation(gaussians.means, covars, views[i], cameras.fx[i],
+                                                      cameras.fy[i], cameras.cx[i], cameras.cy[i], w, h)
+
+        if backend == "numba":
+            outs = [
+                rasterize_numba.rasterize(gaussians.means, gaussians.quats, scales, opacities_for(i), colors[i],
+                                          views[i], cameras.fx[i], cameras.fy[i], cameras.cx[i], cameras.cy[i], w,
+                                          h, near=settings.near, far=settings.far)
+                for i in range(len(cameras))
+            ]
+        else:
+            outs = [
+                rasterize_torch(gaussians.means, covars, opacities_for(i), colors[i], views[i], cameras.fx[i],
+                                cameras.fy[i], cameras.cx[i], cameras.cy[i], w, h, near=settings.near,
+                                far=settings.far, max_pairs=settings.max_pairs)
+                for i in range(len(cameras))
+            ]
         acc, alpha, acc_depth = (torch.stack(parts) for parts in zip(*outs))
 
     background = torch.tensor(settings.background, dtype=dtype, device=device)

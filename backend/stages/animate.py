@@ -78,17 +78,19 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
 
         report = StageProgress(progress, "reconstruct", *plan["reconstruct"], started)
         with timer.stage("reconstruct"):
-            canonical = canonical_gaussians(spec, body, report, warnings)
+            subject: dict = {}
+            canonical = canonical_gaussians(spec, body, report, warnings, subject)
             if canonical.skin_weights is None or canonical.skin_weights.shape[1] != body.num_joints:
                 raise InputError("canonical Gaussians are not bound to this body's joints")
             save_ply(canonical, tmp / "canonical.ply")
             spec.motion.save(tmp / "motion.npz")  # lets `ani3dhuman fit` refit this job later
         report(1.0, f"{canonical.num_gaussians} canonical Gaussians")
 
-        layered = None
+        layered, prior_record = None, None
         if has_prior:
             report = StageProgress(progress, "restore", *plan["restore"], started)
-            layered = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings, restorer)
+            layered, prior_record = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings, restorer,
+                                                     fit_pixels_per_metre=subject["fit_pixels_per_metre"])
 
         report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"
@@ -101,7 +103,8 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
         if spec.renders:
             report = StageProgress(progress, "render", *plan["render"], started)
             with timer.stage("render"):
-                write_previews(spec, body, canonical, tmp, report)
+                write_previews(spec, body, canonical, tmp, report,
+                               fit_pixels_per_metre=subject["fit_pixels_per_metre"])
 
         result = {
             "schema_version": SCHEMA_VERSION,
@@ -116,6 +119,10 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             "seed": spec.seed,
             "quality": spec.quality,
             "layered": layered is not None,
+            "subject": subject,
+            "sampler": None if prior_record is None else prior_record["sampler"],
+            "prior_stages": None if prior_record is None else {
+                "mask_source": prior_record["mask_source"], "round_losses": prior_record["round_losses"]},
             "timings": timer.timings,
             "warnings": warnings,
             "settings": spec.settings_dict(),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from backend.core.errors import InputError
+from backend.diffusion.restore import sampler_settings
 from backend.motion.motion import Motion, motion_from_arrays
 
 SCHEMA_VERSION = 1
@@ -40,6 +41,10 @@ class JobSpec:
         reference_frame: Motion frame whose pose matches the reference image, or None.
         import_gaussians: Path of a canonical 3DGS PLY to bind to the body instead of reconstructing, or None.
         renders: Write preview renders (turntable, contact sheet) into ``renders/``.
+        sampler: The restoration's sampler preset: ``"paper"`` (γ = σ, steps and strength from ``quality``) or
+            ``"released"`` (the released code: 7 steps, strength 0.7, λ 0.05, γ = 1, CFG 5, 81 × 480×832).
+        sampler_settings: Per-job overrides of the sampler (``steps``, ``strength``, ``shift``, ``guidance``,
+            ``guidance_schedule``, ``gamma``, ``cfg``), over the preset.
     """
 
     motion: Motion
@@ -53,6 +58,8 @@ class JobSpec:
     reference_frame: int | None = None
     import_gaussians: str | None = None
     renders: bool = False
+    sampler: str = "paper"
+    sampler_settings: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,6 +85,9 @@ class JobSpec:
                 f"reference_frame: expected a frame in [0, {self.motion.num_frames - 1}], got {self.reference_frame}")
         if self.camera is not None and not isinstance(self.camera, dict):
             raise InputError(f"camera: expected a camera JSON object, got {type(self.camera).__name__}")
+        if not isinstance(self.sampler_settings, dict):
+            raise InputError(f"sampler_settings: expected an object, got {type(self.sampler_settings).__name__}")
+        sampler_settings(self.sampler, self.sampler_settings, steps=1, strength=0.5)  # raises naming the field
 
     # ---- (de)serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +104,8 @@ class JobSpec:
             "reference_frame": self.reference_frame,
             "import_gaussians": self.import_gaussians,
             "renders": self.renders,
+            "sampler": self.sampler,
+            "sampler_settings": dict(self.sampler_settings),
             "extras": dict(self.extras),
         }
 
@@ -113,7 +125,7 @@ class JobSpec:
         if not isinstance(data, Mapping):
             raise InputError(f"job: expected an object, got {type(data).__name__}")
         known = {"motion", "body", "gaussians", "seed", "quality", "prior", "image", "camera", "reference_frame",
-                 "import_gaussians", "renders", "extras"}
+                 "import_gaussians", "renders", "sampler", "sampler_settings", "extras"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"job: unknown field(s) {unknown}")
@@ -126,7 +138,7 @@ class JobSpec:
                 raise InputError(f"{key}: expected an integer, got {kwargs[key]!r}")
             if key in kwargs:
                 kwargs[key] = kind(kwargs[key])
-        for key in ("body", "quality", "prior", "image", "import_gaussians"):
+        for key in ("body", "quality", "prior", "image", "import_gaussians", "sampler"):
             if key in kwargs and not isinstance(kwargs[key], str):
                 raise InputError(f"{key}: expected a string, got {type(kwargs[key]).__name__}")
         if "renders" in kwargs and not isinstance(kwargs["renders"], bool):

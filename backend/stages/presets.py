@@ -101,6 +101,15 @@ def preset(quality: str, overrides: dict | None = None) -> PriorPreset:
     return chosen
 
 
+def job_preset(spec) -> PriorPreset:
+    """A job's prior preset: its quality's, with the released code's video size under ``sampler="released"``,
+    then the job's own overrides (``extras["prior_preset"]``) on top."""
+    from backend.diffusion.restore import RELEASED_VIDEO
+
+    video = RELEASED_VIDEO if spec.sampler == "released" else {}
+    return preset(spec.quality, {**video, **(spec.extras.get("prior_preset") or {})})
+
+
 def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
     """The field of a preset, its box around the canonical Gaussians."""
     return FieldConfig(bounds=bounds_from_points(canonical.means), spatial_resolution=p.spatial_resolution,

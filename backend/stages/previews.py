@@ -14,7 +14,7 @@ import torch
 from backend.body.model import BodyModel
 from backend.gaussians import Gaussians, load_ply
 from backend.stages.job import JobSpec, frame_filename
-from backend.render.render import RenderSettings
+from backend.render.render import RenderSettings, antialias_for
 from backend.render.sequence import render_sequence, write_render_folder
 from backend.render.trajectories import frame_subject, orbit_cameras
 
@@ -32,8 +32,10 @@ def write_previews(
     *,
     width: int = PREVIEW_WIDTH,
     height: int = PREVIEW_HEIGHT,
+    fit_pixels_per_metre: float | None = None,
 ) -> dict[str, Path]:
-    """Render the exported frames of ``job_dir`` (front view + turntable). Returns the written folders."""
+    """Render the exported frames of ``job_dir`` (front view + turntable). Returns the written folders.
+    Antialiased where the preview sees the subject coarser than it was fitted (``render.antialias_for``)."""
     num_frames = spec.motion.num_frames
     frames_dir = job_dir / "frames"
 
@@ -44,8 +46,9 @@ def write_previews(
     probe = torch.unique(torch.linspace(0, num_frames - 1, min(num_frames, 8)).round().long())
     points = torch.cat([load(int(i)).means for i in probe])
     framing = frame_subject(points, fov_y_deg=40.0, width=width, height=height)
-    settings = RenderSettings(background=PREVIEW_BACKGROUND)
     front = orbit_cameras(framing, num_frames=1, elevation_deg=10.0, width=width, height=height)
+    settings = RenderSettings(background=PREVIEW_BACKGROUND,
+                              antialiased=antialias_for(front, framing.center, fit_pixels_per_metre))
     # Clockwise seen from above, against the twirl's turn, so a subject that spins is still seen from all sides.
     turntable = orbit_cameras(framing, num_frames=num_frames, sweep_deg=-360.0, elevation_deg=10.0, width=width,
                               height=height)

@@ -19,7 +19,7 @@ import logging
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -31,12 +31,12 @@ from backend.motion.layered import LayeredMotion, layered_frame
 from backend.motion.residual import ResidualField, normalized_time
 from backend.motion.skinning import skin_gaussians
 from backend.core.progress import StageProgress
-from backend.render.render import RenderSettings, render
+from backend.render.render import RenderSettings, antialias_for, render
 from backend.render.trajectories import ViewTimeTrajectory, diagonal_trajectory, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, read_clip, write_clip
 from backend.train.field_fit import create_fit_state, fit_field, settings_dict
 from backend.stages.posing import pose_body
-from backend.stages.presets import BACKGROUND, field_config_for, field_fit_settings_for, preset
+from backend.stages.presets import BACKGROUND, field_config_for, field_fit_settings_for, job_preset
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,26 @@ class LocalRestorer:
         self.prior.offload_all()
 
 
+def preserve_masks(posed: list[Gaussians], cameras, name: str, warnings: list[str]) -> Tensor | None:
+    """The trajectory's pixel preserve mask [F, H, W] rendered from the posed Gaussians' part labels, or None
+    without labels. An empty mask (no labels, or no identity region in view) makes the self-guided sampler a
+    plain SDE for that video: a warning says so."""
+    from backend.diffusion.conditioning import render_preserve_mask
+
+    if posed[0].part_ids is None:
+        warnings.append(f"restore {name}: the Gaussians carry no part labels, so the preserve mask is empty and "
+                        "the sampler runs without self-guidance (identity may drift)")
+        return None
+    mask = render_preserve_mask(posed, cameras)
+    if float(mask.sum()) == 0.0:
+        warnings.append(f"restore {name}: the preserve mask is empty (no identity region in view), so the sampler "
+                        "runs without self-guidance for this video")
+    return mask
+
+
 def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: StageProgress, timer,
-                     warnings: list[str], restorer: Restorer | None = None) -> LayeredMotion:
+                     warnings: list[str], restorer: Restorer | None = None, *,
+                     fit_pixels_per_metre: float | None = None) -> tuple[LayeredMotion, dict]:
     """Progressive rounds of coarse render -> restore -> fit; returns the fitted layered motion.
 
     Args:
@@ -160,14 +178,18 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         warnings: Messages for result.json.
         restorer: Runs a round's restorations (``backend.farm.RayRestorer`` spreads them over GPUs); default:
             one after the other in this process, with the prior loaded here.
+        fit_pixels_per_metre: The density the subject was fitted to a photo at (None: not fitted); coarse,
+            fit and final renders are antialiased when the trajectories see it coarser.
 
     Returns:
-        LayeredMotion whose ``posed_frames`` the export stage calls.
+        (LayeredMotion whose ``posed_frames`` the export stage calls, the record for result.json: the sampler
+        that ran, the preset, the mask term's use).
     """
-    from backend.diffusion.restore import RestoreConditions, RestoreSettings
+    from backend.diffusion.restore import RestoreConditions, sampler_record, sampler_settings
+    from backend.train.masks import restored_subject_masks
 
     tmp_dir = Path(tmp_dir)
-    p = preset(spec.quality, spec.extras.get("prior_preset"))
+    p = job_preset(spec)
     sink, start, end, started = report.sink, report.start, report.end, report.job_started
     span = end - start
 
@@ -178,6 +200,9 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     with timer.stage("load prior"):
         restorer = restorer or LocalRestorer.load(spec.prior)
     device = restorer.device
+    if device.type != "cuda":
+        warnings.append(f"prior: the restorations run on {device.type}, not a CUDA GPU; real Wan weights take "
+                        "minutes per sampler step there (a 24 GB+ CUDA GPU is what they need)")
     num_motion = spec.motion.num_frames
     posed_body = pose_body(spec.motion, body)
     joint_transforms = posed_body.joint_transforms.to(device, torch.float32)
@@ -191,16 +216,21 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
                                         azimuth_span_deg=p.azimuth_span_deg, width=p.width, height=p.height)
                     for az in azimuths]
 
+    antialiased = antialias_for(trajectories[0].cameras[0:1], framing.center.to(torch.float32),
+                                fit_pixels_per_metre)
     field_ = ResidualField(field_config_for(canonical, p), torch.Generator().manual_seed(spec.seed)).to(device)
-    settings = field_fit_settings_for(p, render_backend="auto")
+    settings = field_fit_settings_for(p, render_backend="auto", antialiased=antialiased)
     state = create_fit_state(field_, settings, spec.seed)
     ckpt = checkpoint_root(tmp_dir)
     (ckpt / "videos").mkdir(parents=True, exist_ok=True)
-    render_settings = RenderSettings(background=BACKGROUND)
+    render_settings = RenderSettings(background=BACKGROUND, antialiased=antialiased)
     dataset = VideoDataset([], num_motion)
     reference = _reference_image(spec.image)
     fps = float(spec.motion.fps)
     per_round = 1.0 / p.rounds
+    sampler = sampler_settings(spec.sampler, spec.sampler_settings, steps=p.restore_steps,
+                               strength=p.restore_strength, seed=spec.seed)
+    round_losses: list[dict] = []
 
     for r in range(p.rounds):
         base = 0.02 + 0.93 * r * per_round
@@ -208,6 +238,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         # A round's restorations depend only on the field as the previous round left it: render every coarse
         # video first, then restore the ones not cached from a stopped run (in parallel on a farm), in order.
         clips: dict[int, VideoClip] = {}
+        coarse_alphas: dict[int, Tensor] = {}
         pending: list[tuple[int, RestoreJob]] = []
         for j in range(p.trajectories_per_round):
             k = r * p.trajectories_per_round + j
@@ -216,8 +247,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             frames = traj.frame_indices(num_motion)
             cached = ckpt / "videos" / name
             with timer.stage("coarse render"):
-                coarse, _, posed = render_video(canonical, state.field, joint_transforms, traj, frames, num_motion,
-                                                render_settings)
+                coarse, coarse_alphas[j], posed = render_video(canonical, state.field, joint_transforms, traj, frames,
+                                                               num_motion, render_settings)
             write_stage_video(tmp_dir / "renders" / "coarse", VideoClip(name, coarse, traj.cameras, frames),
                               num_motion, traj.times, fps)
             if (cached / "cameras.json").is_file():
@@ -226,11 +257,13 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
                     base + restore_share * (j + 1) / p.trajectories_per_round)(
                     1.0, f"round {r + 1}/{p.rounds}: reusing restored {name}")
                 continue
+            with timer.stage("coarse render"):
+                mask = preserve_masks(posed, traj.cameras, name, warnings)
             conditions = RestoreConditions(
-                gaussians=posed, joints=posed_body.joints[frames].float(),
+                preserve_mask=mask, joints=posed_body.joints[frames].float(),
                 joint_transforms=posed_body.joint_transforms[frames].float(), joint_names=body.joint_names,
                 reference_image=reference, prompt_cache=ckpt / "prompt_embeds.safetensors")
-            rs = RestoreSettings(steps=p.restore_steps, strength=p.restore_strength, seed=spec.seed + k)
+            rs = replace(sampler, seed=spec.seed + k)
             pending.append((j, RestoreJob(name, coarse, traj.cameras, conditions, rs)))
 
         slots = [j for j, _ in pending]
@@ -247,7 +280,9 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         for (j, job), video in zip(pending, restored):
             k = r * p.trajectories_per_round + j
             traj = trajectories[k]
-            clips[j] = VideoClip(job.name, video.float().clamp(0, 1), traj.cameras, traj.frame_indices(num_motion))
+            video = video.float().clamp(0, 1)
+            masks = restored_subject_masks(video, coarse_alphas[j], BACKGROUND)
+            clips[j] = VideoClip(job.name, video, traj.cameras, traj.frame_indices(num_motion), masks=masks)
             write_clip(ckpt / "videos" / job.name, clips[j], num_motion, traj.times)
         for j in range(p.trajectories_per_round):
             traj = trajectories[r * p.trajectories_per_round + j]
@@ -257,8 +292,11 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         fit_report = sub("fit", base + restore_share, base + 0.93 * per_round)
         fit_report(0.0, f"round {r + 1}/{p.rounds}: fitting on {len(dataset.clips)} videos")
         with timer.stage("fit"):
-            fit_field(state, canonical, joint_transforms, dataset, settings, until=until,
-                      checkpoint_dir=ckpt / "fit", report=fit_report)
+            history = fit_field(state, canonical, joint_transforms, dataset, settings, until=until,
+                                checkpoint_dir=ckpt / "fit", report=fit_report)
+        round_losses.append({"round": r + 1, "iterations": len(history), **{
+            term: sum(getattr(h, term) for h in history) / max(len(history), 1)
+            for term in ("total", "l1", "dssim", "mask", "stillness")}})
     restorer.release()
 
     final_report = sub("render", 0.95, 1.0)
@@ -270,11 +308,14 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             write_stage_video(tmp_dir / "renders" / "final", VideoClip(f"trajectory_{k:02d}", final, traj.cameras,
                                                                        frames), num_motion, traj.times, fps)
             final_report((k + 1) / len(trajectories), f"final render {k + 1}/{len(trajectories)}")
+    record = {"sampler": sampler_record(sampler, spec.sampler), "preset": asdict(p),
+              "mask_source": "restored frames against the clean background, within the coarse silhouette ± 4 %",
+              "round_losses": round_losses}
     field_dir = state.field.save(tmp_dir / "field")
     (field_dir / "fit.json").write_text(json.dumps({
         "quality": spec.quality, "prior": spec.prior, "seed": spec.seed, "iterations": state.iteration,
-        "preset": asdict(p), "fit": settings_dict(settings),
+        "fit": settings_dict(settings), **record,
         "trajectories": [{"name": f"trajectory_{k:02d}", "start_azimuth_deg": az} for k, az in enumerate(azimuths)],
     }, indent=2) + "\n")
     shutil.rmtree(ckpt, ignore_errors=True)
-    return LayeredMotion(state.field.cpu())
+    return LayeredMotion(state.field.cpu()), record

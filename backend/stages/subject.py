@@ -23,18 +23,23 @@ from backend.reconstruct.surface import sample_body_gaussians
 from backend.stages.job import JobSpec
 
 
-def canonical_gaussians(spec: JobSpec, body: BodyModel, report: StageProgress, warnings: list[str]) -> Gaussians:
-    """The subject in the body's rest pose: imported, reconstructed from the photo, or procedural."""
+def canonical_gaussians(spec: JobSpec, body: BodyModel, report: StageProgress, warnings: list[str],
+                        details: dict | None = None) -> Gaussians:
+    """The subject in the body's rest pose: imported, reconstructed from the photo, or procedural. ``details``
+    (when given) receives ``fit_pixels_per_metre``, the density the subject was fitted at (None unless it was
+    reconstructed from a photo; renders coarser than that are antialiased), and the fit's metrics."""
     generator = torch.Generator().manual_seed(spec.seed)
+    if details is not None:
+        details["fit_pixels_per_metre"] = None
     if spec.import_gaussians is not None or spec.image is not None:
-        return subject_from_spec(spec, body, generator, report, warnings)
+        return subject_from_spec(spec, body, generator, report, warnings, details)
     report(0.0, f"sampling {spec.gaussians} Gaussians on the body surface")
     betas = torch.as_tensor(spec.motion.betas, dtype=body.dtype)
     return sample_body_gaussians(body, betas, spec.gaussians, generator)
 
 
 def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator, report: StageProgress,
-                      warnings: list[str]) -> Gaussians:
+                      warnings: list[str], details: dict | None = None) -> Gaussians:
     """The job's subject in the body's rest pose, bound to the body (imported or reconstructed from the photo).
 
     Job fields used: ``import_gaussians`` (PLY path; wins over ``image``), ``image``, ``camera``,
@@ -50,6 +55,7 @@ def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator
         generator: Source of every random draw.
         report: ``report(fraction, message, preview=None)`` (a StageProgress); may raise Cancelled.
         warnings: Human-readable warnings are appended here.
+        details: Receives ``fit_pixels_per_metre`` and ``fit`` (the photo fit's metrics) when given.
 
     Returns:
         Gaussians in the body's rest pose with ``skin_weights [N, body.num_joints]``, ``part_ids``, ``loose``.
@@ -95,6 +101,9 @@ def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator
     rec = reconstruct_photo(view, body, betas, spec.gaussians, generator, settings,
                             lambda f, msg, preview=None: report(0.05 + 0.9 * f, msg, preview))
     m = rec.fit.metrics
+    if details is not None:
+        details["fit_pixels_per_metre"] = m["pixels_per_metre"]
+        details["fit"] = {key: m[key] for key in ("psnr", "iou", "iterations", "resolution", "gaussians")}
     if m["iou"] < 0.9:
         warnings.append(f"reconstruct: the fit covers the photo's silhouette poorly (IoU {m['iou']:.2f}); check the "
                         "camera and the reference pose, or enable alignment")

@@ -56,6 +56,7 @@ class FieldFitSettings:
         lambda_time: Weight of the space-time planes' time smoothness.
         background: Render background, RGB in [0, 1] (must match the videos').
         render_backend: ``"auto"`` | ``"gsplat"`` | ``"numba"`` | ``"torch"``.
+        antialiased: Render in the antialiased mode (``backend.render.antialias_for`` decides for a job).
         checkpoint_every: Iterations between checkpoints (0 = only on cancel and at the end).
         report_every: Iterations between progress reports (a report is a point where a stop can happen).
     """
@@ -72,6 +73,7 @@ class FieldFitSettings:
     lambda_time: float = 1e-2
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     render_backend: str = "auto"
+    antialiased: bool = False
     checkpoint_every: int = 500
     report_every: int = 10
 
@@ -202,7 +204,8 @@ def fit_step(
     device = canonical.means.device
     _set_learning_rates(state, settings)
     picks = torch.randint(len(dataset), (settings.frames_per_step,), generator=state.generator)
-    render_settings = RenderSettings(backend=settings.render_backend, background=settings.background)
+    render_settings = RenderSettings(backend=settings.render_backend, background=settings.background,
+                                     antialiased=settings.antialiased)
     terms = {"l1": 0.0, "dssim": 0.0, "mask": 0.0, "stillness": 0.0}
     loss = torch.zeros((), device=device)
     last = None

@@ -39,13 +39,15 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / torch.mean((a - b) ** 2)))
 
 
-def test_gsplat_matches_torch_on_a_posed_body():
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_gsplat_matches_torch_on_a_posed_body(antialiased):
     g = posed_body(40_000).to("cuda")
     framing = frame_subject(g.means.cpu(), width=512, height=512, margin=1.05)
     cams = orbit_cameras(framing, num_frames=4, width=512, height=512)
     feats = torch.nn.functional.one_hot(g.part_ids % 4, 4).float()
-    ours = render(g, cams, features=feats, settings=RenderSettings(backend="torch", background=(1.0, 1.0, 1.0)))
-    settings = RenderSettings(backend="gsplat", background=(1.0, 1.0, 1.0))
+    ours = render(g, cams, features=feats, settings=RenderSettings(backend="torch", background=(1.0, 1.0, 1.0),
+                                                                   antialiased=antialiased))
+    settings = RenderSettings(backend="gsplat", background=(1.0, 1.0, 1.0), antialiased=antialiased)
     ref = render(g, cams, features=feats, settings=settings)
     torch.cuda.synchronize()
     started = time.perf_counter()
