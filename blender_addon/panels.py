@@ -71,6 +71,28 @@ class ANI3DHUMAN_PT_settings(_Panel, bpy.types.Panel):
         layout.prop(props, "seed")
 
 
+class ANI3DHUMAN_PT_sampler(_Panel, bpy.types.Panel):
+    bl_idname = "ANI3DHUMAN_PT_sampler"
+    bl_label = "Sampler"
+    bl_parent_id = "ANI3DHUMAN_PT_settings"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        props = context.scene.ani3dhuman
+        layout = self.layout
+        layout.enabled = props.prior != "none"
+        layout.prop(props, "sampler")
+        layout.prop(props, "override_sampler")
+        col = layout.column()
+        col.enabled = props.override_sampler
+        for name in ("sampler_steps", "sampler_strength", "sampler_shift", "sampler_guidance",
+                     "sampler_guidance_schedule", "sampler_gamma"):
+            col.prop(props, name)
+        if props.sampler_gamma == "value":
+            col.prop(props, "sampler_gamma_value")
+        col.prop(props, "sampler_cfg")
+
+
 class ANI3DHUMAN_PT_animate(_Panel, bpy.types.Panel):
     bl_idname = "ANI3DHUMAN_PT_animate"
     bl_label = "Animate"
@@ -127,7 +149,8 @@ class ANI3DHUMAN_PT_results(_Panel, bpy.types.Panel):
         col.operator("ani3dhuman.export_usd", icon="EXPORT")
 
 
-CLASSES = (ANI3DHUMAN_PT_backend, ANI3DHUMAN_PT_subject, ANI3DHUMAN_PT_settings, ANI3DHUMAN_PT_animate,
+CLASSES = (ANI3DHUMAN_PT_backend, ANI3DHUMAN_PT_subject, ANI3DHUMAN_PT_settings, ANI3DHUMAN_PT_sampler,
+           ANI3DHUMAN_PT_animate,
            ANI3DHUMAN_PT_results)
 
 

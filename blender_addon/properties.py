@@ -13,6 +13,17 @@ QUALITY_ITEMS = (
 )
 
 
+SAMPLER_ITEMS = (
+    ("paper", "Paper", "The paper's sampler: fresh noise γ = σ; steps and strength from the quality"),
+    ("released", "Released", "The released code's: 7 steps, strength 0.7, λ 0.05, full re-noise, CFG 5, "
+                             "81 frames at 480x832"),
+)
+GAMMA_ITEMS = (
+    ("sigma", "σ (paper)", "Fresh-noise fraction γ_i = σ_i"),
+    ("full", "1 (released)", "Noise fully redrawn every step"),
+    ("value", "Value", "A fixed fraction (Gamma Value)"),
+)
+
 NO_PRIOR = ("none", "None (rigid only)", "No video prior: the rigid layer only")
 _PRIOR_ITEMS: list[tuple[str, str, str]] = [NO_PRIOR]  # kept alive: Blender does not copy dynamic enum strings
 
@@ -72,6 +83,22 @@ class Ani3DHumanSettings(bpy.types.PropertyGroup):
     gaussians: IntProperty(name="Gaussians", default=20000, min=100, max=2_000_000,
                            description="Number of Gaussians of the person")
     seed: IntProperty(name="Seed", default=0, min=0)
+
+    # Advanced: the restoration's sampler (sent with a prior only)
+    sampler: EnumProperty(name="Sampler", items=SAMPLER_ITEMS, default="paper",
+                          description="Preset of the self-guided sampler")
+    override_sampler: BoolProperty(name="Override Sampler", default=False,
+                                   description="Send the values below instead of the preset's")
+    sampler_steps: IntProperty(name="Steps", default=10, min=1, max=200)
+    sampler_strength: FloatProperty(name="Strength", default=0.6, min=0.01, max=1.0)
+    sampler_shift: FloatProperty(name="Shift", default=5.0, min=0.01, max=100.0)
+    sampler_guidance: FloatProperty(name="Guidance λ", default=0.1, min=0.0, max=1.0)
+    sampler_guidance_schedule: EnumProperty(name="λ Schedule", items=(
+        ("linear", "Linear", "λ_i = λ·(1−σ_i)"), ("constant", "Constant", "λ_i = λ")), default="linear")
+    sampler_gamma: EnumProperty(name="Gamma", items=GAMMA_ITEMS, default="sigma")
+    sampler_gamma_value: FloatProperty(name="Gamma Value", default=0.5, min=0.0, max=1.0)
+    sampler_cfg: FloatProperty(name="CFG", default=0.0, min=0.0, max=30.0,
+                               description="Classifier-free guidance; 0 = the model's default")
 
     # Job (written by the polling function)
     job_id: StringProperty(name="Job", default="")

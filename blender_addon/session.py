@@ -292,7 +292,22 @@ def build_spec(scene, props) -> tuple[dict, str | None]:
         spec["camera"] = camera
     if reference is not None:
         spec["reference_frame"] = reference
+    if spec["prior"] != "none":
+        spec["sampler"], spec["sampler_settings"] = sampler_spec(props)
     return spec, image
+
+
+def sampler_spec(props) -> tuple[str, dict]:
+    """The sampler preset and, when overridden in the panel, every value of it (``JobSpec.sampler_settings``)."""
+    if not props.override_sampler:
+        return props.sampler, {}
+    gamma = props.sampler_gamma if props.sampler_gamma != "value" else round(float(props.sampler_gamma_value), 6)
+    values = {"steps": int(props.sampler_steps), "strength": round(float(props.sampler_strength), 6),
+              "shift": round(float(props.sampler_shift), 6), "guidance": round(float(props.sampler_guidance), 6),
+              "guidance_schedule": props.sampler_guidance_schedule, "gamma": gamma}
+    if props.sampler_cfg >= 1.0:
+        values["cfg"] = round(float(props.sampler_cfg), 6)
+    return props.sampler, values
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--rings", type=int, default=20, help="skirt vertex rows (waist to hem)")
     p.add_argument("--flare", type=float, default=1.75, help="hem radius / mean waist radius")
     p.add_argument("--quality", type=int, default=8, help="cloth solver steps per frame")
+    p.add_argument("--bending", type=float, default=0.5, help="cloth bending stiffness (Cotton: 0.5)")
+    p.add_argument("--no-render", action="store_true", help="simulate and measure only (no images)")
     p.add_argument("--threads", type=int, default=0, help="Cycles threads (0 = all)")
     p.add_argument("--blender", default=str(REPO / ".venv-blender-5.3" / "bin" / "python"))
     return p.parse_args(argv)
@@ -202,13 +204,13 @@ def main(argv=None) -> None:
             write_json(out / s["folder"] / "cameras.json", {"frames": s["frames"], "num_motion_frames": F})
         inputs = {
             "npz": str(out / "blender_inputs.npz"), "fps": float(motion.fps), "num_motion_frames": F,
-            "warmup": args.warmup, "samples": args.samples, "threads": args.threads,
+            "warmup": args.warmup, "samples": args.samples, "threads": args.threads, "render": not args.no_render,
             "photo": {"camera": photo_dict, "frame": 0},
             "streams": streams,
             "framing": {"center": framing.center.tolist(), "distance": framing.distance},
             "skirt": {"segments": args.segments, "rings": args.rings, "flare": args.flare,
                       "waist_above_pelvis": 0.07, "hem_above_knee": 0.07, "waist_clearance": 0.01,
-                      "body_clearance": 0.02, "checks_around": 12, "quality": args.quality,
+                      "body_clearance": 0.02, "checks_around": 12, "quality": args.quality, "bending": args.bending,
                       "collision_quality": 2, "render_subdivisions": 2},
         }
         write_json(out / "blender_inputs.json", inputs)

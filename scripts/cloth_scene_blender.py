@@ -321,7 +321,7 @@ def build_skirt(scene, geo: dict, body: bpy.types.Object, cfg: dict, timer: Time
     s.mass = 0.3
     s.air_damping = 1.0
     s.tension_stiffness = s.compression_stiffness = s.shear_stiffness = 15.0
-    s.bending_stiffness = 0.5
+    s.bending_stiffness = float(cfg.get("bending", 0.5))
     s.tension_damping = s.compression_damping = s.shear_damping = 5.0
     s.vertex_group_mass = "pin"
     s.pin_stiffness = 1.0
@@ -492,10 +492,11 @@ def main(argv: list[str]) -> None:
     scene.collection.objects.link(cam_obj)
     jobs: dict[int, list[tuple[dict, Path]]] = {}
     photo = cfg["photo"]
-    jobs.setdefault(int(photo["frame"]), []).append((photo["camera"], out / "photo.png"))
-    for stream in cfg["streams"]:
-        for i, cam in enumerate(stream["frames"]):
-            jobs.setdefault(int(cam["frame"]), []).append((cam, out / stream["folder"] / f"{i:04d}.png"))
+    if cfg.get("render", True):
+        jobs.setdefault(int(photo["frame"]), []).append((photo["camera"], out / "photo.png"))
+        for stream in cfg["streams"]:
+            for i, cam in enumerate(stream["frames"]):
+                jobs.setdefault(int(cam["frame"]), []).append((cam, out / stream["folder"] / f"{i:04d}.png"))
     total = sum(len(v) for v in jobs.values())
     done = 0
     with timer.stage("render"):

@@ -43,6 +43,35 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import-pose", choices=("auto", "rest", "apose"), default="auto",
                    help="pose of the --import-gaussians PLY: the body's rest pose, an A-pose, or detect (default)")
     p.add_argument("--renders", action="store_true", help="also write preview renders under renders/")
+    add_sampler_arguments(p)
+
+
+def add_sampler_arguments(p: argparse.ArgumentParser) -> None:
+    """``--sampler paper|released`` and the individual overrides of the restoration's sampler."""
+    g = p.add_argument_group("sampler (with --prior)")
+    g.add_argument("--sampler", choices=("paper", "released"), default="paper",
+                   help="paper: γ = σ, steps and strength from --quality; released: the released code's "
+                        "7 steps, strength 0.7, λ 0.05, γ = 1, CFG 5, 81 frames at 480x832")
+    g.add_argument("--steps", type=int, default=None, help="sampler steps")
+    g.add_argument("--strength", type=float, default=None, help="SDEdit strength s in (0, 1]")
+    g.add_argument("--shift", type=float, default=None, help="timestep shift")
+    g.add_argument("--guidance", type=float, default=None, help="self-guidance weight λ in [0, 1]")
+    g.add_argument("--guidance-schedule", choices=("linear", "constant"), default=None,
+                   help="λ_i = λ·(1−σ_i) (linear) or λ (constant)")
+    g.add_argument("--gamma", default=None, help="fresh-noise fraction: sigma (paper), full (released) or a number")
+    g.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (>= 1)")
+
+
+def sampler_overrides(args: argparse.Namespace) -> dict:
+    """The sampler fields given on the command line."""
+    names = ("steps", "strength", "shift", "guidance", "guidance_schedule", "gamma", "cfg")
+    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if isinstance(values.get("gamma"), str) and values["gamma"] not in ("sigma", "full"):
+        try:
+            values["gamma"] = float(values["gamma"])
+        except ValueError:
+            raise InputError(f"--gamma: expected sigma, full or a number in [0, 1], got {values['gamma']!r}") from None
+    return values
 
 
 def read_camera_json(path: str | None) -> dict | None:
@@ -74,6 +103,8 @@ def spec_from_args(args: argparse.Namespace, motion) -> JobSpec:
         reference_frame=args.reference_frame,
         import_gaussians=None if args.import_gaussians is None else str(Path(args.import_gaussians).resolve()),
         renders=args.renders,
+        sampler=args.sampler,
+        sampler_settings=sampler_overrides(args),
         extras=_reconstruct_extras(args),
     )
 

@@ -72,3 +72,19 @@ def test_camera_from_json_is_the_inverse_of_camera_json(res, shift):
     np.testing.assert_allclose(back["world_from_camera"], world, atol=1e-6)
     with pytest.raises(session.SessionError, match="square pixels"):
         session.camera_from_json(scene, {**js, "fy": 300.0})
+
+
+def test_sampler_panel_becomes_the_job_specs_sampler_fields():
+    props = bpy.context.scene.ani3dhuman
+    props.sampler, props.override_sampler = "released", False
+    assert session.sampler_spec(props) == ("released", {})
+    props.override_sampler = True
+    props.sampler_steps, props.sampler_strength, props.sampler_guidance = 12, 0.55, 0.2
+    props.sampler_gamma, props.sampler_gamma_value, props.sampler_cfg = "value", 0.25, 0.0
+    name, values = session.sampler_spec(props)
+    assert name == "released"
+    assert values == {"steps": 12, "strength": 0.55, "shift": 5.0, "guidance": 0.2, "guidance_schedule": "linear",
+                      "gamma": 0.25}  # CFG 0 = the model's default: not sent
+    props.sampler_cfg, props.sampler_gamma = 5.0, "full"
+    assert session.sampler_spec(props)[1]["cfg"] == 5.0 and session.sampler_spec(props)[1]["gamma"] == "full"
+    props.override_sampler = False

@@ -97,3 +97,41 @@ def test_prior_preset_override_is_validated():
         preset("preview", {"iters": 7})
     with pytest.raises(InputError, match="4k\\+1"):
         preset("preview", {"video_frames": 6})
+
+
+@pytest.mark.parametrize("sampler", ["paper", "released"])
+def test_both_sampler_presets_run_and_are_recorded_with_the_mask_term_and_warnings(tmp_path, default_body,
+                                                                                    tiny_prior, sampler):
+    from backend.diffusion.restore import SAMPLER_PRESETS
+    from backend.stages.animate import animate
+
+    spec = make_spec(default_body, tiny_prior)
+    spec = type(spec)(**{**spec.__dict__, "sampler": sampler, "sampler_settings": {"steps": 2}})
+    result = animate(spec, tmp_path / "job")
+    recorded = result["sampler"]
+    assert recorded["preset"] == sampler and recorded["steps"] == 2
+    for key in ("gamma", "guidance", "cfg", "shift"):
+        assert recorded[key] == SAMPLER_PRESETS[sampler][key], key
+    assert result["settings"]["sampler"] == sampler
+    # the restored clips carry subject masks and the mask term is active in every round
+    rounds = result["prior_stages"]["round_losses"]
+    assert len(rounds) == 2 and all(r["mask"] > 0.0 for r in rounds)
+    restored = tmp_path / "job" / "renders" / "restored" / "trajectory_00"
+    assert len(sorted(restored.glob("mask_*.png"))) == 5
+    assert any("restorations run on cpu" in w for w in result["warnings"])
+
+
+def test_gaussians_without_labels_warn_that_self_guidance_is_off(tmp_path, default_body, tiny_prior):
+    from backend.stages.prior_rounds import preserve_masks
+    from backend.render import orbit_cameras, frame_subject
+    from backend.reconstruct import sample_body_gaussians
+    import torch
+
+    g = sample_body_gaussians(default_body, None, 300, torch.Generator().manual_seed(0))
+    cams = orbit_cameras(frame_subject(g.means), num_frames=2, width=32, height=32)
+    warnings: list[str] = []
+    assert preserve_masks([g.replace(part_ids=None)] * 2, cams, "t0", warnings) is None
+    assert "no part labels" in warnings[0]
+    far = g.replace(means=g.means + torch.tensor([0.0, 0.0, 100.0]))  # nothing in view: the mask is empty
+    mask = preserve_masks([far] * 2, cams, "t1", warnings)
+    assert float(mask.sum()) == 0.0 and "preserve mask is empty" in warnings[1]
