@@ -118,8 +118,9 @@ def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
 
 def field_fit_settings_for(p: PriorPreset, **overrides) -> FieldFitSettings:
     """The fit settings of a preset (its learning rates, checkpoints every ~10 % of the fit)."""
-    base = dict(iterations=p.iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND,
-                checkpoint_every=max(p.iterations // 10, 50),
-                report_every=max(1, min(25, p.iterations // 20)))
+    iterations = int(overrides.get("iterations", p.iterations))
+    base = dict(iterations=iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND,
+                checkpoint_every=max(iterations // 10, 50),
+                report_every=max(1, min(25, iterations // 20)))
     base.update(overrides)
     return FieldFitSettings(**base)

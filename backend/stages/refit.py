@@ -37,6 +37,21 @@ from backend.stages.presets import field_config_for, field_fit_settings_for, pre
 log = logging.getLogger(__name__)
 
 MOTION_NAME = "motion.npz"
+ITERATIONS_PER_FRAME = 10
+"""The fit's default budget: this many iterations per video frame given (one frame per iteration), at least
+the job's quality preset."""
+MAX_DEFAULT_ITERATIONS = 20_000
+"""The scaled budget stops here (with a warning); ``--iterations`` goes beyond."""
+
+
+def default_iterations(num_video_frames: int, preset_iterations: int, warnings: list[str]) -> int:
+    """The budget rule: ``max(preset, ITERATIONS_PER_FRAME × frames)``, capped at ``MAX_DEFAULT_ITERATIONS``."""
+    wanted = max(preset_iterations, ITERATIONS_PER_FRAME * num_video_frames)
+    if wanted > MAX_DEFAULT_ITERATIONS:
+        warnings.append(f"fit: {num_video_frames} video frames would give {wanted} iterations; capped at "
+                        f"{MAX_DEFAULT_ITERATIONS} (pass --iterations for more)")
+        return MAX_DEFAULT_ITERATIONS
+    return wanted
 
 
 def _job_motion(job_dir: Path, motion_path: str | os.PathLike | None) -> Motion:
@@ -66,7 +81,7 @@ def fit_job_folder(
         videos_dir: Clip folders (PNG frames + cameras.json with motion frames, optional masks).
         out_dir: Where the updated job goes; None = replace ``job_dir`` atomically.
         motion_path: The job's motion when the folder has no ``motion.npz``.
-        iterations: Fit iterations (default: the job's quality preset).
+        iterations: Fit iterations (default: ``default_iterations``, scaled with the amount of video).
         settings: Full FieldFitSettings (overrides ``iterations`` and the preset's).
         field_config: Field shape (default: the job's quality preset, box around the canonical Gaussians).
         seed: Seed of the fit (default: the job's).
@@ -78,6 +93,7 @@ def fit_job_folder(
     job_dir = Path(job_dir)
     out_dir = Path(out_dir) if out_dir is not None else job_dir
     started = time.monotonic()
+    settings_given = settings is not None
     result = read_result(job_dir)
     canonical = load_ply(job_dir / "canonical.ply")
     if canonical.skin_weights is None:
@@ -89,11 +105,14 @@ def fit_job_folder(
     if canonical.skin_weights.shape[1] != body.num_joints:
         raise InputError(f"job: canonical.ply is bound to {canonical.skin_weights.shape[1]} joints, the body "
                          f"'{result.get('body', 'default')}' has {body.num_joints}")
-    dataset = load_videos(videos_dir, motion.num_frames)
     quality = result.get("quality", "preview")
     p = preset(quality)
+    background = settings.background if settings is not None else field_fit_settings_for(p).background
+    dataset = load_videos(videos_dir, motion.num_frames, background)
+    warnings: list[str] = []
     if settings is None:
-        settings = field_fit_settings_for(p, **({"iterations": iterations} if iterations is not None else {}))
+        budget = iterations if iterations is not None else default_iterations(len(dataset), p.iterations, warnings)
+        settings = field_fit_settings_for(p, iterations=budget)
     config = field_config or field_config_for(canonical, p)
     seed = int(result.get("seed", 0) if seed is None else seed)
 
@@ -133,7 +152,10 @@ def fit_job_folder(
         new_result = dict(result)
         new_result["layered"] = True
         new_result["timings"] = {**result.get("timings", {}), **{f"refit {k}": v for k, v in timings.items()}}
-        new_result["fit"] = {"videos": str(Path(videos_dir).resolve()), "iterations": state.iteration}
+        new_result["fit"] = {"videos": str(Path(videos_dir).resolve()), "iterations": state.iteration,
+                             "video_frames": len(dataset), "budget": "given" if iterations is not None or
+                             settings_given else f"max(preset {p.iterations}, {ITERATIONS_PER_FRAME} per frame)"}
+        new_result["warnings"] = list(result.get("warnings", [])) + warnings
         write_json(tmp / "result.json", new_result)
     shutil.rmtree(ckpt, ignore_errors=True)
     StageProgress(progress, "done", 1.0, 1.0, started)(1.0, f"fitted on {len(dataset)} frames")

@@ -13,8 +13,18 @@ reads it)::
                                     "times": [float, ...]}              optional: normalised view-time of the
                                                                         trajectory (informational)
 
-A clip whose ``cameras.json`` has no ``motion_frames`` is read as evenly spread over the motion (the
-diagonal trajectory's time axis: frame i of F shows time −1 + 2i/(F−1)).
+What ``read_clip`` also reads (capture layouts, ``LAYOUTS``):
+
+- frames under **any image names** (PNG or JPEG), taken in natural sort order (``2.png`` before ``10.png``);
+  images whose names start with ``mask`` are masks, matched to the frames in the same order;
+- **RGBA** frames: the alpha is the subject mask (unless mask images are given) and the colour is composited
+  over the fit's background;
+- **one video file** (MP4, MOV, MKV, WebM) instead of images (no alpha);
+- per-camera **``"frame"``** motion indices in ``cameras.json`` (``{"frames": [{...camera, "frame": 12}, ...]}``)
+  instead of a ``motion_frames`` list.
+
+A clip with neither is read as evenly spread over the motion (the diagonal trajectory's time axis: frame i of
+F shows time −1 + 2i/(F−1)). Anything else is refused with an error that lists these layouts.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,57 +149,154 @@ def write_clip(folder: str | os.PathLike, clip: VideoClip, num_motion_frames: in
     return folder
 
 
-def read_clip(folder: str | os.PathLike, num_motion_frames: int) -> VideoClip:
-    """Read one clip folder (InputError naming the file and field on anything malformed)."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm")
+LAYOUTS = ("a clip folder holds cameras.json ({\"frames\": [camera, ...]}, each camera optionally with a "
+           "\"frame\" motion index, or a \"motion_frames\" list) and either image files (PNG or JPEG, any names, "
+           "taken in natural sort order; RGBA alpha = the subject mask; optional mask_* images) or one video file "
+           "(MP4/MOV/MKV/WebM)")
+
+
+def _natural_key(path: Path) -> list:
+    """``frame2.png`` before ``frame10.png``: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def _clip_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(frame images, mask images) of a clip folder, each in natural order."""
+    images = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+              and not p.name.startswith(".")]
+    masks = sorted((p for p in images if p.name.lower().startswith("mask")), key=_natural_key)
+    frames = sorted((p for p in images if not p.name.lower().startswith("mask")
+                     and p.name != "contact_sheet.png"), key=_natural_key)
+    return frames, masks
+
+
+def _read_frames(folder: Path, cameras: Cameras, background: tuple[float, float, float]
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames [F, H, W, 3] in [0, 1] (RGBA composited over ``background``) and the alpha masks [F, H, W] of RGBA
+    frames (None where the frames are opaque)."""
+    from PIL import Image
+
+    frame_files, _ = _clip_images(folder)
+    videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    if not frame_files and len(videos) == 1:
+        import imageio.v3 as iio
+
+        try:
+            data = np.asarray(iio.imread(videos[0]), dtype=np.float32)[..., :3] / 255.0
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+            raise InputError(f"{videos[0]}: cannot read the video ({exc})") from None
+        if data.shape[0] != len(cameras):
+            raise InputError(f"{videos[0]}: {data.shape[0]} frames, cameras.json has {len(cameras)} cameras")
+        if data.shape[1:3] != (cameras.height, cameras.width):
+            raise InputError(f"{videos[0]}: expected {cameras.width}x{cameras.height} like its cameras, got "
+                             f"{data.shape[2]}x{data.shape[1]}")
+        return data, None
+    if not frame_files:
+        found = f"{len(videos)} video files" if videos else "no images or video"
+        raise InputError(f"{folder}: {found}; {LAYOUTS}")
+    if len(frame_files) != len(cameras):
+        raise InputError(f"{folder}: {len(frame_files)} images ({frame_files[0].name} ... {frame_files[-1].name}) "
+                         f"but {len(cameras)} cameras in cameras.json (one per frame expected)")
+    frames, alphas = [], []
+    bg = np.asarray(background, dtype=np.float32)
+    for f in frame_files:
+        with Image.open(f) as image:
+            has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            img = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+        if img.shape[:2] != (cameras.height, cameras.width):
+            raise InputError(f"{f}: expected {cameras.width}x{cameras.height} like its camera, got "
+                             f"{img.shape[1]}x{img.shape[0]}")
+        if img.shape[-1] == 4:
+            alpha = img[..., 3:]
+            frames.append(img[..., :3] * alpha + bg * (1.0 - alpha))
+            alphas.append(alpha[..., 0])
+        else:
+            frames.append(img)
+            alphas.append(None)
+    if all(a is None for a in alphas):
+        return np.stack(frames), None
+    if any(a is None for a in alphas):
+        raise InputError(f"{folder}: some frames have an alpha channel and some do not; use one kind")
+    return np.stack(frames), np.stack(alphas)
+
+
+def _motion_frames(entries: list, data: dict, path: Path, count: int, num_motion_frames: int) -> Tensor:
+    """Motion frame per video frame: per-camera ``"frame"`` indices, a ``motion_frames`` list, or even spread."""
+    per_camera = [e.get("frame") if isinstance(e, dict) else None for e in entries]
+    if any(v is not None for v in per_camera):
+        if any(v is None for v in per_camera):
+            missing = per_camera.index(None)
+            raise InputError(f"{path}: frames[{missing}].frame: missing (give every camera a \"frame\" or none)")
+        if "motion_frames" in data:
+            raise InputError(f"{path}: give either per-camera \"frame\" indices or \"motion_frames\", not both")
+        values = per_camera
+        where = "frames[*].frame"
+    elif "motion_frames" in data:
+        values = data["motion_frames"]
+        where = "motion_frames"
+    else:
+        return even_motion_frames(count, num_motion_frames)
+    if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise InputError(f"{path}: {where}: expected integers")
+    motion_frames = torch.as_tensor(values, dtype=torch.int64)
+    if tuple(motion_frames.shape) != (count,):
+        raise InputError(f"{path}: {where}: expected {count} integers, got {list(motion_frames.shape)}")
+    if int(motion_frames.min()) < 0 or int(motion_frames.max()) >= num_motion_frames:
+        raise InputError(f"{path}: {where}: expected values in [0, {num_motion_frames - 1}], got "
+                         f"[{int(motion_frames.min())}, {int(motion_frames.max())}]")
+    return motion_frames
+
+
+def read_clip(folder: str | os.PathLike, num_motion_frames: int,
+              background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VideoClip:
+    """Read one clip folder in any of the ``LAYOUTS`` (InputError naming the file and field on anything else).
+
+    Args:
+        folder: The clip folder.
+        num_motion_frames: Frames of the job's motion.
+        background: The fit's background: RGBA frames are composited over it (their alpha becomes the mask).
+    """
     from PIL import Image
 
     folder = Path(folder)
     path = folder / CAMERAS_NAME
     if not path.is_file():
-        raise InputError(f"videos: {folder} has no {CAMERAS_NAME}")
+        raise InputError(f"videos: {folder} has no {CAMERAS_NAME}; {LAYOUTS}")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
         raise InputError(f"{path}: expected {{\"frames\": [camera, ...], ...}}")
-    cameras = Cameras.from_dicts(data["frames"], where=f"{path}: frames")
-    frame_files = sorted(folder.glob("frame_*.png"))
-    if len(frame_files) != len(cameras):
-        raise InputError(f"{folder}: expected {len(cameras)} frame_*.png (one per camera), found {len(frame_files)}")
-    frames = []
-    for f in frame_files:
-        img = np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0
-        if img.shape[:2] != (cameras.height, cameras.width):
-            raise InputError(f"{f}: expected {cameras.width}x{cameras.height} like its camera, got "
-                             f"{img.shape[1]}x{img.shape[0]}")
-        frames.append(img)
-    mask_files = sorted(folder.glob("mask_*.png"))
+    entries = data["frames"]
+    cameras = Cameras.from_dicts([{k: v for k, v in e.items() if k != "frame"} if isinstance(e, dict) else e
+                                  for e in entries], where=f"{path}: frames")
+    frames, alphas = _read_frames(folder, cameras, background)
+    _, mask_files = _clip_images(folder)
     masks = None
     if mask_files:
-        if len(mask_files) != len(frame_files):
-            raise InputError(f"{folder}: expected {len(frame_files)} mask_*.png or none, found {len(mask_files)}")
+        if len(mask_files) != len(cameras):
+            raise InputError(f"{folder}: expected {len(cameras)} mask images (one per frame) or none, found "
+                             f"{len(mask_files)}")
         masks = torch.from_numpy(np.stack([
             np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0 for f in mask_files]))[..., None]
+    elif alphas is not None:
+        masks = torch.from_numpy(alphas)[..., None]
     declared = data.get("num_motion_frames")
     if declared is not None and int(declared) != num_motion_frames:
         raise InputError(f"{path}: num_motion_frames: the videos show a motion of {declared} frames, the job has "
                          f"{num_motion_frames}")
-    if "motion_frames" in data:
-        motion_frames = torch.as_tensor(data["motion_frames"], dtype=torch.int64)
-        if tuple(motion_frames.shape) != (len(cameras),):
-            raise InputError(f"{path}: motion_frames: expected {len(cameras)} integers, got {list(motion_frames.shape)}")
-        if int(motion_frames.min()) < 0 or int(motion_frames.max()) >= num_motion_frames:
-            raise InputError(f"{path}: motion_frames: expected values in [0, {num_motion_frames - 1}], got "
-                             f"[{int(motion_frames.min())}, {int(motion_frames.max())}]")
-    else:
-        motion_frames = even_motion_frames(len(cameras), num_motion_frames)
-    return VideoClip(name=folder.name, frames=torch.from_numpy(np.stack(frames)), cameras=cameras,
+    motion_frames = _motion_frames(entries, data, path, len(cameras), num_motion_frames)
+    return VideoClip(name=folder.name, frames=torch.from_numpy(frames.astype(np.float32)), cameras=cameras,
                      motion_frames=motion_frames, masks=masks)
 
 
-def load_videos(root: str | os.PathLike, num_motion_frames: int) -> VideoDataset:
-    """Read every clip folder under ``root`` (a folder holding ``cameras.json`` is itself one clip)."""
+def load_videos(root: str | os.PathLike, num_motion_frames: int,
+                background: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> VideoDataset:
+    """Read every clip folder under ``root`` (a folder holding ``cameras.json`` is itself one clip); RGBA frames
+    are composited over ``background``."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"videos: {root} is not a directory")
@@ -198,6 +306,6 @@ def load_videos(root: str | os.PathLike, num_motion_frames: int) -> VideoDataset
         raise InputError(f"videos: no clip folders (with {CAMERAS_NAME}) under {root}")
     dataset = VideoDataset([], num_motion_frames)
     for folder in folders:
-        dataset.add(read_clip(folder, num_motion_frames))
+        dataset.add(read_clip(folder, num_motion_frames, background))
     log.info("loaded %d clips, %d frames from %s", len(dataset.clips), len(dataset), root)
     return dataset

@@ -195,3 +195,63 @@ def test_fit_cli_refits_a_job_folder(tmp_path, tiny_scene, capsys):
     assert result["layered"] is True and result["fit"]["iterations"] == 2
     assert not (tmp_path / ".job.checkpoint").exists()
     assert main(["fit", "--job", str(job), "--videos", str(tmp_path / "nowhere")]) == 2
+
+
+@pytest.mark.unit
+def test_capture_layouts_are_read(tmp_path, tiny_scene):
+    """RGBA frames with plain names + per-camera "frame", JPEG frames, and an MP4 all give the clip back."""
+    import numpy as np
+    from PIL import Image
+
+    from backend.render.video import write_mp4
+
+    clip = tiny_scene.dataset.clips[0]
+    n = clip.num_frames
+    rgba_dir, jpeg_dir, mp4_dir = tmp_path / "rgba", tmp_path / "jpeg", tmp_path / "mp4"
+    cams = [{**c, "frame": int(f)} for c, f in zip(clip.cameras.to_dicts(), clip.motion_frames)]
+    alpha = clip.masks[..., 0].numpy() if clip.masks is not None else np.ones(clip.frames.shape[:3])
+    for folder in (rgba_dir, jpeg_dir, mp4_dir):
+        folder.mkdir()
+        (folder / "cameras.json").write_text(json.dumps({"frames": cams}))
+    for i in range(n):  # unpadded names: natural order must put 2 before 10
+        straight = clip.frames[i].numpy()
+        rgba = np.concatenate([straight, alpha[i][..., None]], -1)
+        Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), "RGBA").save(rgba_dir / f"{i}.png")
+        Image.fromarray((straight * 255 + 0.5).astype(np.uint8)).save(jpeg_dir / f"img_{i}.jpg", quality=98)
+    write_mp4(clip.frames, mp4_dir / "take.mp4", fps=24)
+    rgba = read_clip(rgba_dir, 9, background=(0.0, 0.0, 0.0))
+    assert torch.equal(rgba.motion_frames, clip.motion_frames)
+    assert rgba.masks is not None and torch.allclose(rgba.masks[..., 0], torch.as_tensor(alpha).float(), atol=1 / 255)
+    expected = clip.frames * rgba.masks  # composited over black
+    assert float((rgba.frames - expected).abs().max()) <= 2 / 255
+    jpeg = read_clip(jpeg_dir, 9)
+    assert jpeg.masks is None and float((jpeg.frames - clip.frames).abs().mean()) < 0.03
+    mp4 = read_clip(mp4_dir, 9)
+    assert mp4.num_frames == n and float((mp4.frames - clip.frames).abs().mean()) < 0.08
+
+
+@pytest.mark.unit
+def test_unreadable_layouts_list_what_is_read(tmp_path, tiny_scene):
+    clip = tiny_scene.dataset.clips[0]
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    cams = clip.cameras.to_dicts()
+    (folder / "cameras.json").write_text(json.dumps({"frames": cams}))
+    (folder / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="no images or video; a clip folder holds cameras.json"):
+        read_clip(folder, 9)
+    write_clip(folder, clip, 9)
+    half = [{**c, "frame": 0} for c in cams[:1]] + cams[1:]
+    (folder / "cameras.json").write_text(json.dumps({"frames": half}))
+    with pytest.raises(InputError, match=r"frames\[1\]\.frame: missing"):
+        read_clip(folder, 9)
+
+
+@pytest.mark.unit
+def test_fit_budget_scales_with_the_video():
+    from backend.stages.refit import MAX_DEFAULT_ITERATIONS, default_iterations
+
+    warnings: list[str] = []
+    assert default_iterations(10, 400, warnings) == 400
+    assert default_iterations(240, 400, warnings) == 2400
+    assert default_iterations(10_000, 400, warnings) == MAX_DEFAULT_ITERATIONS and "capped" in warnings[0]
