@@ -250,7 +250,9 @@ def main(argv=None) -> None:
     stats = json.loads((out / "cloth_stats.json").read_text())
     print(f"[cloth_scene] wrote {out} in {timings['total']:.0f} s; hem radius max {stats['max_hem_radius']:.3f} m "
           f"(frame {stats['max_hem_radius_frame']}), mean waist radius {stats['mean_waist_radius']:.3f} m, "
-          f"pin drift max {1000 * stats['max_pin_drift']:.1f} mm; contact sheet {sheet}", flush=True)
+          f"waist ring {1000 * stats['waist_gap_range'][0]:.0f}..{1000 * stats['waist_gap_range'][1]:.0f} mm off "
+          f"the body and within {1000 * stats['max_waist_pelvis_dev']:.0f} mm of its start in the pelvis frame, "
+          f"at most {stats['max_inside_body']} skirt vertices inside the body; contact sheet {sheet}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the job's quality preset)")
     p.add_argument("--motion", default=None, help="the job's motion file, if the job folder has no motion.npz")
     p.add_argument("--seed", type=int, default=None, help="seed of the fit (default: the job's)")
+    p.add_argument("--appearance", choices=("on", "off"), default=None,
+                   help="also refine colours and opacities from the videos, identity held to the photo "
+                        "(default: see docs/fit.md)")
     p.set_defaults(run=run)
 
 
@@ -31,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.iterations is not None and args.iterations < 1:
         raise InputError(f"iterations: expected a positive integer, got {args.iterations}")
+    from backend.stages.refit import APPEARANCE_DEFAULT
+
+    appearance = APPEARANCE_DEFAULT if args.appearance is None else args.appearance == "on"
     result = fit_job_folder(args.job, args.videos, args.out, motion_path=args.motion, iterations=args.iterations,
-                            seed=args.seed, progress=log_progress)
+                            seed=args.seed, appearance=appearance, progress=log_progress)
     log.info("wrote %s: field fitted over %d iterations, %d frames re-exported", args.out or args.job,
              result["fit"]["iterations"], result["frames"])
     return 0

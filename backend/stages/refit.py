@@ -21,7 +21,7 @@ import torch
 
 from backend.body import load_body_model
 from backend.core.errors import InputError
-from backend.gaussians import load_ply
+from backend.gaussians import load_ply, save_ply
 from backend.core.files import atomic_directory, write_json
 from backend.stages.export import write_frames
 from backend.stages.job import read_result
@@ -31,12 +31,14 @@ from backend.motion.motion import Motion, load_motion
 from backend.motion.residual import FieldConfig, ResidualField
 from backend.core.progress import ProgressFn, StageProgress, no_progress
 from backend.train.dataset import load_videos
-from backend.train.field_fit import FieldFitSettings, create_fit_state, fit_field, settings_dict
+from backend.train.field_fit import FieldFitSettings, create_fit_state, fit_field, settings_dict, with_appearance
 from backend.stages.presets import field_config_for, field_fit_settings_for, preset
 
 log = logging.getLogger(__name__)
 
 MOTION_NAME = "motion.npz"
+APPEARANCE_DEFAULT = False
+"""Whether ``fit`` refines colours by default (docs/fit.md has the measurement behind the choice)."""
 ITERATIONS_PER_FRAME = 10
 """The fit's default budget: this many iterations per video frame given (one frame per iteration), at least
 the job's quality preset."""
@@ -72,6 +74,7 @@ def fit_job_folder(
     settings: FieldFitSettings | None = None,
     field_config: FieldConfig | None = None,
     seed: int | None = None,
+    appearance: bool = APPEARANCE_DEFAULT,
     progress: ProgressFn = no_progress,
 ) -> dict:
     """Fit a field for ``job_dir`` to ``videos_dir`` and write the updated job folder.
@@ -85,6 +88,9 @@ def fit_job_folder(
         settings: Full FieldFitSettings (overrides ``iterations`` and the preset's).
         field_config: Field shape (default: the job's quality preset, box around the canonical Gaussians).
         seed: Seed of the fit (default: the job's).
+        appearance: Also refine colours and opacities from the videos (``FieldFitSettings.appearance``); the
+            refined Gaussians become ``canonical.ply`` and the reconstruction's are kept as
+            ``canonical_reconstructed.ply``.
         progress: Progress callback (stage "fit", then "export"); may raise Cancelled.
 
     Returns:
@@ -112,7 +118,7 @@ def fit_job_folder(
     warnings: list[str] = []
     if settings is None:
         budget = iterations if iterations is not None else default_iterations(len(dataset), p.iterations, warnings)
-        settings = field_fit_settings_for(p, iterations=budget)
+        settings = field_fit_settings_for(p, iterations=budget, appearance=appearance)
     config = field_config or field_config_for(canonical, p)
     seed = int(result.get("seed", 0) if seed is None else seed)
 
@@ -124,13 +130,14 @@ def fit_job_folder(
     timings: dict[str, float] = {}
     ckpt = out_dir.parent / f".{out_dir.name}.checkpoint"
     field_ = ResidualField(config, torch.Generator().manual_seed(seed)).to(device)
-    state = create_fit_state(field_, settings, seed)
+    state = create_fit_state(field_, settings, seed, canonical.num_gaussians)
     t0 = time.perf_counter()
     fit_field(state, canonical, joint_transforms, dataset, settings, checkpoint_dir=ckpt,
               report=StageProgress(progress, "fit", 0.0, 0.85, started))
     timings["fit"] = round(time.perf_counter() - t0, 4)
 
     layered = LayeredMotion(state.field)
+    fitted = with_appearance(canonical, state.appearance).detach()
     report = StageProgress(progress, "export", 0.85, 1.0, started)
     t0 = time.perf_counter()
     with atomic_directory(out_dir) as tmp:
@@ -138,6 +145,10 @@ def fit_job_folder(
             if entry.name in ("frames", "field", "result.json"):
                 continue
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, tmp / entry.name)
+        if state.appearance is not None:
+            if not (tmp / "canonical_reconstructed.ply").exists():
+                os.replace(tmp / "canonical.ply", tmp / "canonical_reconstructed.ply")
+            save_ply(fitted.cpu(), tmp / "canonical.ply")
         if not (tmp / MOTION_NAME).exists():
             motion.save(tmp / MOTION_NAME)
         state.field.save(tmp / "field")
@@ -146,13 +157,14 @@ def fit_job_folder(
             "frames": len(dataset), "seed": seed, "iterations": state.iteration, "fit": settings_dict(settings),
             "field": asdict(config)}, indent=2) + "\n")
         (tmp / "frames").mkdir()
-        write_frames(canonical, layered, lambda chunk: joint_transforms[chunk], motion.num_frames, tmp / "frames",
+        write_frames(fitted, layered, lambda chunk: joint_transforms[chunk], motion.num_frames, tmp / "frames",
                      report)
         timings["export"] = round(time.perf_counter() - t0, 4)
         new_result = dict(result)
         new_result["layered"] = True
         new_result["timings"] = {**result.get("timings", {}), **{f"refit {k}": v for k, v in timings.items()}}
         new_result["fit"] = {"videos": str(Path(videos_dir).resolve()), "iterations": state.iteration,
+                             "appearance": state.appearance is not None,
                              "video_frames": len(dataset), "budget": "given" if iterations is not None or
                              settings_given else f"max(preset {p.iterations}, {ITERATIONS_PER_FRAME} per frame)"}
         new_result["warnings"] = list(result.get("warnings", [])) + warnings

@@ -57,6 +57,11 @@ class FieldFitSettings:
         background: Render background, RGB in [0, 1] (must match the videos').
         render_backend: ``"auto"`` | ``"gsplat"`` | ``"numba"`` | ``"torch"``.
         antialiased: Render in the antialiased mode (``backend.render.antialias_for`` decides for a job).
+        appearance: Also refine each Gaussian's base colour (SH DC) and opacity logit from the videos (where they
+            show what the photo did not); the identity region is held to the reconstruction by ``appearance_guard``.
+        appearance_lr: Adam step of the colour / opacity deltas (constant).
+        appearance_guard: Weight of the mean squared colour / opacity change of identity-critical Gaussians (head,
+            hands, feet); the others are free.
         checkpoint_every: Iterations between checkpoints (0 = only on cancel and at the end).
         report_every: Iterations between progress reports (a report is a point where a stop can happen).
     """
@@ -74,6 +79,9 @@ class FieldFitSettings:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     render_backend: str = "auto"
     antialiased: bool = False
+    appearance: bool = False
+    appearance_lr: float = 2.5e-3
+    appearance_guard: float = 10.0
     checkpoint_every: int = 500
     report_every: int = 10
 
@@ -98,25 +106,57 @@ def learning_rate(initial: float, final: float, iteration: int, total: int) -> f
 
 @dataclass
 class FitState:
-    """Everything a resumed fit needs: the field, Adam, the sampling generator and the iteration count."""
+    """Everything a resumed fit needs: the field, Adam, the sampling generator and the iteration count, and the
+    appearance deltas when the fit refines colours (``[N, 4]``: SH DC change (3), opacity-logit change)."""
 
     field: ResidualField
     optimizer: torch.optim.Adam
     generator: torch.Generator
     iteration: int = 0
+    appearance: Tensor | None = None
 
 
-def create_fit_state(field_: ResidualField, settings: FieldFitSettings, seed: int) -> FitState:
-    """A fresh optimiser (one group per learning rate) and a generator seeded with ``seed``."""
-    optimizer = torch.optim.Adam([
+def create_fit_state(field_: ResidualField, settings: FieldFitSettings, seed: int,
+                     num_gaussians: int | None = None) -> FitState:
+    """A fresh optimiser (one group per learning rate) and a generator seeded with ``seed``; with
+    ``settings.appearance``, zero appearance deltas for ``num_gaussians`` Gaussians in their own group."""
+    groups = [
         {"params": field_.grid_parameters(), "lr": settings.grid_lr[0], "name": "grid"},
         {"params": field_.mlp_parameters(), "lr": settings.mlp_lr[0], "name": "mlp"},
-    ], eps=1e-15)
-    return FitState(field_, optimizer, torch.Generator().manual_seed(int(seed)), 0)
+    ]
+    appearance = None
+    if settings.appearance:
+        if num_gaussians is None:
+            raise InputError("fit: appearance refinement needs the number of Gaussians")
+        device = next(field_.parameters()).device
+        appearance = torch.zeros(num_gaussians, 4, device=device, requires_grad=True)
+        groups.append({"params": [appearance], "lr": settings.appearance_lr, "name": "appearance"})
+    optimizer = torch.optim.Adam(groups, eps=1e-15)
+    return FitState(field_, optimizer, torch.Generator().manual_seed(int(seed)), 0, appearance)
+
+
+def with_appearance(canonical: Gaussians, delta: Tensor | None) -> Gaussians:
+    """The canonical Gaussians with appearance deltas ``[N, 4]`` applied (SH DC + opacity logit)."""
+    if delta is None:
+        return canonical
+    sh = torch.cat([canonical.sh[:, :1] + delta[:, None, :3].to(canonical.sh.dtype), canonical.sh[:, 1:]], dim=1)
+    return canonical.replace(sh=sh, opacity_logits=canonical.opacity_logits + delta[:, 3].to(canonical.sh.dtype))
+
+
+def appearance_guard_weights(canonical: Gaussians, guard: float) -> Tensor:
+    """Per-Gaussian weight of the appearance guard: ``guard`` on identity-critical parts (head, hands, feet, not
+    loose), 0 elsewhere. [N] (Adam normalises each parameter's step, so even a tiny weight would pull a delta that
+    is seen in few frames back to zero; the garments get none.)"""
+    weights = stillness_weights(canonical, guard, 0.0)
+    if canonical.loose is not None:
+        weights[canonical.loose.to(weights.device)] = 0.0
+    return weights
 
 
 def _set_learning_rates(state: FitState, settings: FieldFitSettings) -> None:
     for group in state.optimizer.param_groups:
+        if group["name"] == "appearance":
+            continue
         lr = settings.grid_lr if group["name"] == "grid" else settings.mlp_lr
         group["lr"] = learning_rate(lr[0], lr[1], state.iteration, settings.iterations)
 
@@ -132,6 +172,8 @@ def save_checkpoint(folder: str | os.PathLike, state: FitState) -> Path:
     state.field.save(tmp)
     opt = state.optimizer.state_dict()
     tensors = {"generator_state": state.generator.get_state()}
+    if state.appearance is not None:
+        tensors["appearance"] = state.appearance.detach().cpu().contiguous()
     for index, entry in opt["state"].items():
         for key, value in entry.items():
             tensors[f"state.{index}.{key}"] = torch.as_tensor(value).detach().cpu().reshape(-1).contiguous()
@@ -173,6 +215,11 @@ def load_checkpoint(folder: str | os.PathLike, state: FitState) -> FitState:
         opt_state.setdefault(int(index), {})[name] = value if name == "step" else value.to(device)
     state.optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
     state.generator.set_state(tensors["generator_state"])
+    if state.appearance is not None:
+        if "appearance" not in tensors or tuple(tensors["appearance"].shape) != tuple(state.appearance.shape):
+            raise InputError(f"checkpoint {folder}: no appearance deltas of shape {list(state.appearance.shape)}")
+        with torch.no_grad():
+            state.appearance.copy_(tensors["appearance"].to(state.appearance.device))
     state.iteration = int(meta["iteration"])
     return state
 
@@ -198,6 +245,7 @@ def fit_step(
     dataset: VideoDataset,
     settings: FieldFitSettings,
     still_weights: Tensor,
+    guard_weights: Tensor | None = None,
 ) -> tuple[StepLosses, Tensor]:
     """One optimisation step. Returns the loss terms and the last rendered frame ([H, W, 3], detached)."""
     field_ = state.field
@@ -209,6 +257,8 @@ def fit_step(
     terms = {"l1": 0.0, "dssim": 0.0, "mask": 0.0, "stillness": 0.0}
     loss = torch.zeros((), device=device)
     last = None
+    if state.appearance is not None:
+        canonical = with_appearance(canonical, state.appearance)
     for pick in picks.tolist():
         clip, k = dataset.item(pick)
         frame = int(clip.motion_frames[k])
@@ -230,6 +280,8 @@ def fit_step(
     tv = total_variation(field_) if settings.lambda_tv > 0 else torch.zeros((), device=device)
     ts = time_smoothness(field_) if settings.lambda_time > 0 else torch.zeros((), device=device)
     loss = loss + settings.lambda_tv * tv + settings.lambda_time * ts
+    if state.appearance is not None and guard_weights is not None:
+        loss = loss + (guard_weights * state.appearance.square().sum(-1)).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()
@@ -280,12 +332,13 @@ def fit_field(
     report = report or (lambda *args, **kwargs: None)
     joint_transforms = joint_transforms.to(canonical.means.device, canonical.means.dtype)
     weights = stillness_weights(canonical, settings.identity_weight, settings.body_weight)
+    guard = appearance_guard_weights(canonical, settings.appearance_guard) if state.appearance is not None else None
     history: list[StepLosses] = []
     first = state.iteration
     started = time.perf_counter()
     try:
         while state.iteration < until:
-            losses, last = fit_step(state, canonical, joint_transforms, dataset, settings, weights)
+            losses, last = fit_step(state, canonical, joint_transforms, dataset, settings, weights, guard)
             history.append(losses)
             done = state.iteration - first
             if checkpoint_dir is not None and settings.checkpoint_every and \
