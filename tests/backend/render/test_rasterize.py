@@ -362,3 +362,18 @@ def test_antialiased_keeps_a_subpixel_splats_energy():
     anti = float(render(g, cam, settings=RenderSettings(antialiased=True)).alpha.sum())
     assert classic > 5 * true_mass
     assert anti == pytest.approx(true_mass, rel=0.1)
+
+
+def test_antialias_is_chosen_where_cameras_see_the_subject_coarser_than_its_fit():
+    from backend.render.render import ANTIALIAS_BELOW, antialias_for
+
+    cam = _camera(width=64, height=64, eye=(0.0, -3.0, 0.0), target=(0.0, 0.0, 0.0))
+    centre = torch.zeros(3, dtype=torch.float64)
+    density = float(cam.pixels_per_metre(centre)[0])
+    assert density == pytest.approx(float(cam.fy[0]) / 3.0)
+    assert not antialias_for(cam, centre, None)  # procedural / imported subjects: as they were made
+    assert not antialias_for(cam, centre, density)  # the fit's own density
+    assert not antialias_for(cam.resized(32, 32), centre, 0.5 / (ANTIALIAS_BELOW + 0.01) * density)
+    assert antialias_for(cam.resized(32, 32), centre, density)  # half resolution
+    far = _camera(width=64, height=64, eye=(0.0, -9.0, 0.0), target=(0.0, 0.0, 0.0))
+    assert antialias_for(far, centre, density)  # three times farther away

@@ -1,0 +1,204 @@
+"""Benchmark the pipeline on the independent Blender-cloth scene (``scripts/cloth_scene.py`` builds it).
+
+Runs what a user runs, on ground truth this project did not render:
+
+1. ``animate`` from the scene's front photo alone (RGBA, its camera, reference frame 0) -> the rigid job;
+2. the reconstruction against the photo in its own view, at the photo's resolution and at half of it (masked
+   PSNR over the union of both silhouettes, silhouette IoU);
+3. ``fit --videos`` on the scene's diagonal-trajectory renders (capture layout: RGBA ``0000.png``, per-camera
+   ``"frame"``), with the default budget, motion only and motion + appearance;
+4. held-out cameras (never in the videos): PSNR per camera, rigid vs fitted, whole frame and masked to the
+   union of silhouettes; a contact sheet.
+
+    .venv/bin/python scripts/bench_cloth_scene.py --scene out/cloth_scene/twirl [--quality preview]
+        [--appearance both|on|off] [--iterations N] [--images docs/images] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backend.gaussians import load_ply  # noqa: E402
+from backend.motion.motion import load_motion  # noqa: E402
+from backend.render.metrics import masked_psnr, silhouette_iou  # noqa: E402
+from backend.render.render import RenderSettings, antialias_for, render  # noqa: E402
+from backend.stages.animate import animate  # noqa: E402
+from backend.stages.job import JobSpec  # noqa: E402
+from backend.stages.refit import fit_job_folder  # noqa: E402
+from backend.train.dataset import load_videos, read_clip  # noqa: E402
+
+WHITE = (1.0, 1.0, 1.0)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse <= 0 else -10.0 * float(np.log10(mse))
+
+
+def photo_check(job: Path, scene: Path, density: float | None) -> dict:
+    """The reconstruction in the photo's own view at full and half resolution."""
+    from PIL import Image
+
+    from backend.render.cameras import Cameras
+
+    rgba = np.asarray(Image.open(scene / "photo.png").convert("RGBA"), dtype=np.float32) / 255.0
+    photo = torch.from_numpy(rgba)
+    camera = Cameras.from_dicts([json.loads((scene / "photo_camera.json").read_text())])
+    frame = int(json.loads((scene / "photo.json").read_text())["reference_frame"])
+    posed = load_ply(job / "frames" / f"frame_{frame:06d}.ply")
+    rows = {}
+    for name, scale in (("full", 1), ("half", 2)):
+        cam = camera.resized(camera.width // scale, camera.height // scale)
+        # the PNG's colour is straight: composite over white, then average (an area downsample of the photo)
+        composited = torch.cat([photo[..., :3] * photo[..., 3:] + (1 - photo[..., 3:]), photo[..., 3:]], dim=-1)
+        target = torch.nn.functional.avg_pool2d(composited.permute(2, 0, 1)[None], scale)[0].permute(1, 2, 0)
+        rgb_t, alpha_t = target[..., :3], target[..., 3]
+        aa = antialias_for(cam, posed.means.mean(0), density)
+        with torch.no_grad():
+            out = render(posed, cam, settings=RenderSettings(background=WHITE, antialiased=aa))
+        union = torch.maximum(out.alpha[0, ..., 0], alpha_t)
+        rows[name] = {"size": cam.width, "antialiased": aa, "psnr": masked_psnr(out.rgb[0], rgb_t, union),
+                      "iou": silhouette_iou(out.alpha[0, ..., 0], alpha_t)}
+    return rows
+
+
+def held_out(job: Path, scene: Path, num_motion: int, density: float | None, step: int) -> dict:
+    """PSNR per held-out camera (whole frame over white, and masked to the union of silhouettes)."""
+    out_rows, sheets = {}, {}
+    for folder in sorted((scene / "heldout").iterdir()):
+        if not (folder / "cameras.json").is_file():
+            continue
+        clip = read_clip(folder, num_motion, WHITE)
+        full, masked, shown = [], [], []
+        for i in range(0, clip.num_frames, step):
+            f = int(clip.motion_frames[i])
+            posed = load_ply(job / "frames" / f"frame_{f:06d}.ply")
+            cam = clip.cameras[i:i + 1]
+            aa = antialias_for(cam, posed.means.mean(0), density)
+            with torch.no_grad():
+                out = render(posed, cam, settings=RenderSettings(background=WHITE, antialiased=aa))
+            target = clip.frames[i]
+            full.append(psnr(out.rgb[0], target))
+            union = torch.maximum(out.alpha[0, ..., 0], clip.masks[i, ..., 0])
+            masked.append(masked_psnr(out.rgb[0], target, union))
+            shown.append((target, out.rgb[0]))
+        out_rows[folder.name] = {"psnr": float(np.mean(full)), "masked_psnr": float(np.mean(masked)),
+                                 "frames": len(full)}
+        sheets[folder.name] = shown
+    return {"cameras": out_rows, "sheets": sheets}
+
+
+def summary(rows: dict) -> dict:
+    cams = rows["cameras"].values()
+    return {"psnr": float(np.mean([c["psnr"] for c in cams])),
+            "masked_psnr": float(np.mean([c["masked_psnr"] for c in cams]))}
+
+
+def contact_sheet(results: dict, path: Path, frames: int = 6) -> None:
+    """Rows: per held-out camera, ground truth / rigid / fitted(s); columns: frames."""
+    from PIL import Image
+
+    names = list(results)
+    rows = []
+    for cam in results[names[0]]["sheets"]:
+        seq = results[names[0]]["sheets"][cam]
+        picks = np.linspace(0, len(seq) - 1, min(frames, len(seq))).round().astype(int)
+        rows.append(torch.cat([seq[k][0] for k in picks], dim=1))
+        for name in names:
+            s = results[name]["sheets"][cam]
+            rows.append(torch.cat([s[k][1] for k in picks], dim=1))
+    image = torch.cat(rows, dim=0).clamp(0, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image.numpy() * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def run(args: argparse.Namespace) -> dict:
+    scene = Path(args.scene)
+    work = Path(args.work or f"out/bench_cloth/{scene.name}-{args.quality}")
+    work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    motion = load_motion(scene / "motion.npz")
+    result: dict = {"scene": str(scene), "quality": args.quality}
+    rigid = work / "rigid"
+    started = time.perf_counter()
+    if not (rigid / "result.json").is_file():
+        spec = JobSpec(motion=motion, image=str((scene / "photo.png").resolve()),
+                       camera=json.loads((scene / "photo_camera.json").read_text()),
+                       reference_frame=int(json.loads((scene / "photo.json").read_text())["reference_frame"]),
+                       quality=args.quality, gaussians=args.gaussians, seed=args.seed)
+        animate(spec, rigid)
+    result["animate_seconds"] = time.perf_counter() - started
+    job_result = json.loads((rigid / "result.json").read_text())
+    density = (job_result.get("subject") or {}).get("fit_pixels_per_metre")
+    result["gaussians"] = job_result["gaussians"]
+    result["photo"] = photo_check(rigid, scene, density)
+    evaluations = {"rigid": held_out(rigid, scene, motion.num_frames, density, args.step)}
+    videos = load_videos(scene / "videos", motion.num_frames, WHITE)
+    result["video_frames"] = len(videos)
+    modes = {"both": ("off", "on"), "on": ("on",), "off": ("off",), "none": ()}[args.appearance]
+    result["fits"] = {}
+    for mode in modes:
+        name = "fitted" if mode == "off" else "fitted+appearance"
+        out = work / name.replace("+", "_")
+        t0 = time.perf_counter()
+        if not (out / "result.json").is_file() or json.loads((out / "result.json").read_text()).get("fit") is None:
+            fit_job_folder(rigid, scene / "videos", out, iterations=args.iterations, appearance=mode == "on")
+        fit = json.loads((out / "result.json").read_text())["fit"]
+        result["fits"][name] = {"seconds": time.perf_counter() - t0, "iterations": fit["iterations"],
+                                "appearance": fit.get("appearance", False)}
+        evaluations[name] = held_out(out, scene, motion.num_frames, density, args.step)
+    result["held_out"] = {name: {"mean": summary(rows), "cameras": rows["cameras"]}
+                          for name, rows in evaluations.items()}
+    if args.images:
+        contact_sheet(evaluations, Path(args.images) / f"cloth_{scene.name}_{args.quality}_heldout.png")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scene", default="out/cloth_scene/twirl", help="a folder written by scripts/cloth_scene.py")
+    p.add_argument("--quality", default="preview", choices=("preview", "standard", "high"))
+    p.add_argument("--gaussians", type=int, default=40_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, default=None, help="fit iterations (default: the fit's budget rule)")
+    p.add_argument("--appearance", default="both", choices=("both", "on", "off", "none"))
+    p.add_argument("--step", type=int, default=2, help="evaluate every n-th held-out frame")
+    p.add_argument("--work", default=None, help="job folders go here (default out/bench_cloth/<scene>-<quality>)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--images", default=None, help="write a held-out contact sheet here")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    result = run(args)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"scene {result['scene']}, quality {result['quality']}: {result['gaussians']} Gaussians, "
+          f"animate {result['animate_seconds']:.0f} s, {result['video_frames']} video frames")
+    print("reconstruction vs the photo in its own view (masked over the union of silhouettes):")
+    for name, row in result["photo"].items():
+        print(f"  {name:<5} {row['size']:>4}px  PSNR {row['psnr']:6.2f} dB  IoU {row['iou']:.3f}"
+              f"  {'antialiased' if row['antialiased'] else 'classic'}")
+    for name, fit in result["fits"].items():
+        print(f"fit {name}: {fit['iterations']} iterations in {fit['seconds'] / 60:.1f} min")
+    cams = list(result["held_out"]["rigid"]["cameras"])
+    header = " ".join(f"{c:>16}" for c in cams)
+    print(f"held-out PSNR (dB), whole frame / masked:  {header} {'mean':>16}")
+    for name, rows in result["held_out"].items():
+        cells = " ".join(f"{rows['cameras'][c]['psnr']:7.2f} / {rows['cameras'][c]['masked_psnr']:6.2f}"
+                         for c in cams)
+        m = rows["mean"]
+        print(f"  {name:<38} {cells} {m['psnr']:7.2f} / {m['masked_psnr']:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
