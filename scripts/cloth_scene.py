@@ -31,9 +31,11 @@ Output layout (``<out>``):
     blender_inputs.npz  blender_inputs.json   (what the Blender half read)  blender_log.txt  blender_stderr.txt
 All PNGs are RGBA 8-bit with a transparent background.
 
-Measured on 2 CPU cores (bpy 5.3, Cycles CPU, OIDN): twirl 48 frames, 256², 32 spp, warm-up 24: posing and
-cameras ~3 s; scene build ~6 s; cloth bake ~1 min; measurements ~20 s; 385 renders ~1.6 s each (~10 min);
-~11 min in all. See ``<out>/timings.json`` for a run's own numbers.
+Measured on 2 CPU cores (bpy 5.3, Cycles CPU, 32 spp + OIDN, warm-up 24, 48 frames, 256² videos, 512² photo):
+posing 0.4 s, cameras 0.1 s, scene build 0.2 s, Surface Deform bind 0.1 s, cloth bake 7-8 s, measurements
+2 s, 385 renders (1 photo + 5×48 trajectory + 3×48 held-out frames) at 1.9-2.0 s each = 12-13 min;
+twirl 13.1 min, walk 12.3 min in all. The tiny check (``--frames 8 --size 64 --samples 4 --warmup 6``)
+takes ~30 s. ``<out>/timings.json`` has a run's own numbers.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -224,8 +227,6 @@ def main(argv=None) -> None:
         proc = subprocess.Popen(cmd, env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         stderr_lines: list[str] = []
-        import threading
-
         reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
         reader.start()
         with open(out / "blender_log.txt", "w") as log:

@@ -28,16 +28,17 @@ What it builds (Cycles CPU, Blender's own cloth solver; nothing of the backend r
 - **Cameras**: each camera JSON (docs/design.md §3) becomes a Blender camera: ``matrix_world =
   world_from_camera``, ``sensor_fit = 'VERTICAL'``, ``lens = fy * sensor_height / height``, ``shift_x = (W/2 −
   cx) / H``, ``shift_y = (cy − H/2) / H`` (Blender's shift is in units of the fitted sensor side, here the
-  height), pixel aspect ``fy / fx``.
+  height; checked against ``bpy_extras.object_utils.world_to_camera_view`` to 1e-4 px for off-centre principal
+  points and non-square images); square pixels only (``fx == fy``, else ValueError).
 
 Outputs under ``<out>`` (the camera JSON files are written by ``cloth_scene.py``):
 ``photo.png``; ``videos/trajectory_XX/0000.png ...``; ``heldout/cam_XX/0000.png ...`` (RGBA 8-bit);
 ``cloth_stats.json`` (per motion frame: hem radius and waist radius about the pelvis joint's vertical axis,
 hem height, the waist ring's signed distance to the body surface, how far the waist ring moved in the pelvis
 joint's frame since the start — a few cm from the spine twist, a quarter metre had it not followed the twirl —
-and the skirt vertices more than 2 mm inside the body); ``skirt_frames.npz`` (``vertices [F,Vs,3]`` world, ``faces [Q,4]``,
-``waist_ring``, ``hem_ring`` indices; the simulated mesh before subdivision); ``scene.blend``;
-``blender_timings.json``.
+and the skirt vertices more than 2 mm inside the body); ``skirt_frames.npz`` (``vertices [F,Vs,3]`` world,
+``faces [Q,4]``, ``waist_ring``, ``hem_ring`` indices, ``motion_frames``; the simulated mesh before
+subdivision); ``scene.blend`` (baked cloth cache inside); ``blender_timings.json``.
 
 Measured (2 CPU cores, bpy 5.3): see ``cloth_scene.py``'s docstring.
 """
@@ -91,6 +92,7 @@ class Timer:
 # ---- scene setup --------------------------------------------------------------------------------------------
 def reset_scene(fps: float, threads: int) -> bpy.types.Scene:
     bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.save_version = 0  # no scene.blend1 backups
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
@@ -221,8 +223,7 @@ def build_body(scene, data: dict, part_names: list[str], warmup: int) -> bpy.typ
         for at, value in points:
             kb.value = value
             kb.keyframe_insert("value", frame=at)
-    mod = body.modifiers.new("Collision", "COLLISION")
-    del mod
+    body.modifiers.new("Collision", "COLLISION")
     body.collision.thickness_outer = 0.005
     body.collision.thickness_inner = 0.01
     body.collision.cloth_friction = 2.0
@@ -370,8 +371,9 @@ def apply_camera(obj: bpy.types.Object, cam: dict, scene: bpy.types.Scene) -> No
     data.clip_start, data.clip_end = 0.01, 100.0
     obj.matrix_world = Matrix([list(map(float, row)) for row in cam["world_from_camera"]])
     scene.render.resolution_x, scene.render.resolution_y = w, h
-    aspect = float(cam["fy"]) / float(cam["fx"])  # pixel width / height for fx != fy
-    scene.render.pixel_aspect_x, scene.render.pixel_aspect_y = (1.0, 1.0 / aspect) if aspect <= 1 else (aspect, 1.0)
+    if abs(float(cam["fx"]) - float(cam["fy"])) > 1e-6 * float(cam["fy"]):
+        raise ValueError(f"camera with fx {cam['fx']} != fy {cam['fy']}: non-square pixels are not supported")
+    scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0
     scene.camera = obj
 
 
