@@ -84,23 +84,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-class Timer:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.times[name] = time.perf_counter() - self.t0
-                print(f"[cloth_scene] {name}: {timer.times[name]:.1f} s", flush=True)
-
-        return _Stage()
-
 
 def with_frames(dicts: list[dict], frames: list[int]) -> list[dict]:
     return [{**d, "frame": int(f)} for d, f in zip(dicts, frames, strict=True)]
@@ -143,6 +126,7 @@ def contact_sheet(out: Path, streams: list[dict], columns: int = 6) -> Path | No
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    from backend.core.progress import StageTimer
     from backend.body import load_body_model
     from backend.body.parts import PART_NAMES, part_ids_from_weights
     from backend.motion import Motion
@@ -155,12 +139,12 @@ def main(argv=None) -> None:
     if args.warmup < 3:
         raise SystemExit("--warmup must be at least 3 frames")
     t_all = time.perf_counter()
-    timer = Timer()
+    timer = StageTimer()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     F = args.frames
 
-    with timer("pose body"):
+    with timer.stage("pose body"):
         body = load_body_model("default")
         motion = builtin_motion(args.motion, body, frames=F, fps=args.fps)
         motion.save(out / "motion.npz")
@@ -181,7 +165,7 @@ def main(argv=None) -> None:
                  part_names=np.array(PART_NAMES),
                  pelvis_transforms=posed.joint_transforms[:, 0].cpu().numpy().astype(np.float32))
 
-    with timer("cameras"):
+    with timer.stage("cameras"):
         v0 = vertices[0]
         center = (v0.min(0).values + v0.max(0).values) / 2
         photo = photo_cameras(center, [0.0], width=args.photo_size, height=args.photo_size)
@@ -218,7 +202,7 @@ def main(argv=None) -> None:
         }
         write_json(out / "blender_inputs.json", inputs)
 
-    with timer("blender"), tempfile.TemporaryDirectory(prefix="cloth_scene_bpy_") as home:
+    with timer.stage("blender"), tempfile.TemporaryDirectory(prefix="cloth_scene_bpy_") as home:
         env = dict(os.environ, HOME=home, XDG_CACHE_HOME=os.path.join(home, "cache"),
                    BLENDER_USER_RESOURCES=os.path.join(home, "resources"))
         cmd = [args.blender, str(REPO / "scripts" / "cloth_scene_blender.py"), str(out / "blender_inputs.json"),
@@ -241,9 +225,9 @@ def main(argv=None) -> None:
             sys.stderr.write("".join(stderr_lines[-200:]))
             raise SystemExit(f"Blender half failed with exit code {rc} (stderr above)")
 
-    with timer("contact sheet"):
+    with timer.stage("contact sheet"):
         sheet = contact_sheet(out, streams)
-    timings = {"stages": timer.times, "total": time.perf_counter() - t_all}
+    timings = {"stages": timer.timings, "total": time.perf_counter() - t_all}
     blender_t = out / "blender_timings.json"
     if blender_t.is_file():
         timings["blender"] = json.loads(blender_t.read_text())

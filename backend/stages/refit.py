@@ -37,7 +37,7 @@ from backend.stages.presets import field_config_for, field_fit_settings_for, pre
 log = logging.getLogger(__name__)
 
 MOTION_NAME = "motion.npz"
-APPEARANCE_DEFAULT = False
+APPEARANCE_DEFAULT = True
 """Whether ``fit`` refines colours by default (docs/fit.md has the measurement behind the choice)."""
 ITERATIONS_PER_FRAME = 10
 """The fit's default budget: this many iterations per video frame given (one frame per iteration), at least
@@ -148,7 +148,7 @@ def fit_job_folder(
         if state.appearance is not None:
             if not (tmp / "canonical_reconstructed.ply").exists():
                 os.replace(tmp / "canonical.ply", tmp / "canonical_reconstructed.ply")
-            save_ply(fitted.cpu(), tmp / "canonical.ply")
+            save_ply(fitted.to(torch.device("cpu")), tmp / "canonical.ply")
         if not (tmp / MOTION_NAME).exists():
             motion.save(tmp / MOTION_NAME)
         state.field.save(tmp / "field")
