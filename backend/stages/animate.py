@@ -89,8 +89,13 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
         layered, prior_record = None, None
         if has_prior:
             report = StageProgress(progress, "restore", *plan["restore"], started)
-            layered, prior_record = run_prior_stages(spec, body, canonical, tmp, report, timer, warnings, restorer,
-                                                     fit_pixels_per_metre=subject["fit_pixels_per_metre"])
+            layered, prior_record, refined = run_prior_stages(
+                spec, body, canonical, tmp, report, timer, warnings, restorer,
+                fit_pixels_per_metre=subject["fit_pixels_per_metre"])
+            if refined is not None:  # colours refined from the restored videos: keep the reconstruction's too
+                os.replace(tmp / "canonical.ply", tmp / "canonical_reconstructed.ply")
+                canonical = refined
+                save_ply(canonical, tmp / "canonical.ply")
 
         report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"

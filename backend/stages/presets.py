@@ -32,6 +32,8 @@ class PriorPreset:
         restore_steps: Sampler steps of the restoration.
         restore_strength: Sampler strength s.
         spatial_resolution, temporal_resolution, features, multires: Field size.
+        appearance: Also refine colours and opacities from the restored videos (``FieldFitSettings.appearance``);
+            off by default (docs/fit.md has the measurement).
         grid_lr, mlp_lr: Learning rates (initial, final). ``high`` uses 4DGaussians' (tuned for ~20k
             iterations); the shorter presets start 10× / 2.5× higher so that a few hundred / thousand iterations
             move the field (the 600-iteration recovery test needs ≈1e-2 on the planes).
@@ -52,6 +54,7 @@ class PriorPreset:
     multires: tuple[int, ...]
     grid_lr: tuple[float, float] = (1.6e-3, 1.6e-5)
     mlp_lr: tuple[float, float] = (1.6e-4, 1.6e-6)
+    appearance: bool = False
 
 
 PRESETS: dict[str, PriorPreset] = {
@@ -119,7 +122,7 @@ def field_config_for(canonical: Gaussians, p: PriorPreset) -> FieldConfig:
 def field_fit_settings_for(p: PriorPreset, **overrides) -> FieldFitSettings:
     """The fit settings of a preset (its learning rates, checkpoints every ~10 % of the fit)."""
     iterations = int(overrides.get("iterations", p.iterations))
-    base = dict(iterations=iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND,
+    base = dict(iterations=iterations, grid_lr=p.grid_lr, mlp_lr=p.mlp_lr, background=BACKGROUND, appearance=p.appearance,
                 checkpoint_every=max(iterations // 10, 50),
                 report_every=max(1, min(25, iterations // 20)))
     base.update(overrides)

@@ -34,7 +34,7 @@ from backend.core.progress import StageProgress
 from backend.render.render import RenderSettings, antialias_for, render
 from backend.render.trajectories import ViewTimeTrajectory, diagonal_trajectory, frame_subject
 from backend.train.dataset import VideoClip, VideoDataset, read_clip, write_clip
-from backend.train.field_fit import create_fit_state, fit_field, settings_dict
+from backend.train.field_fit import create_fit_state, fit_field, settings_dict, with_appearance
 from backend.stages.posing import pose_body
 from backend.stages.presets import BACKGROUND, field_config_for, field_fit_settings_for, job_preset
 
@@ -165,7 +165,7 @@ def preserve_masks(posed: list[Gaussians], cameras, name: str, warnings: list[st
 
 def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: StageProgress, timer,
                      warnings: list[str], restorer: Restorer | None = None, *,
-                     fit_pixels_per_metre: float | None = None) -> tuple[LayeredMotion, dict]:
+                     fit_pixels_per_metre: float | None = None) -> tuple[LayeredMotion, dict, Gaussians | None]:
     """Progressive rounds of coarse render -> restore -> fit; returns the fitted layered motion.
 
     Args:
@@ -183,7 +183,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
 
     Returns:
         (LayeredMotion whose ``posed_frames`` the export stage calls, the record for result.json: the sampler
-        that ran, the preset, the mask term's use).
+        that ran, the preset, the mask term's use; the canonical Gaussians with refined colours when the preset
+        refines appearance, else None).
     """
     from backend.diffusion.restore import RestoreConditions, sampler_record, sampler_settings
     from backend.train.masks import restored_subject_masks
@@ -220,7 +221,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
                                 fit_pixels_per_metre)
     field_ = ResidualField(field_config_for(canonical, p), torch.Generator().manual_seed(spec.seed)).to(device)
     settings = field_fit_settings_for(p, render_backend="auto", antialiased=antialiased)
-    state = create_fit_state(field_, settings, spec.seed)
+    state = create_fit_state(field_, settings, spec.seed, canonical.num_gaussians)
     ckpt = checkpoint_root(tmp_dir)
     (ckpt / "videos").mkdir(parents=True, exist_ok=True)
     render_settings = RenderSettings(background=BACKGROUND, antialiased=antialiased)
@@ -247,7 +248,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             frames = traj.frame_indices(num_motion)
             cached = ckpt / "videos" / name
             with timer.stage("coarse render"):
-                coarse, coarse_alphas[j], posed = render_video(canonical, state.field, joint_transforms, traj, frames,
+                current = with_appearance(canonical, state.appearance).detach()
+                coarse, coarse_alphas[j], posed = render_video(current, state.field, joint_transforms, traj, frames,
                                                                num_motion, render_settings)
             write_stage_video(tmp_dir / "renders" / "coarse", VideoClip(name, coarse, traj.cameras, frames),
                               num_motion, traj.times, fps)
@@ -303,7 +305,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     with timer.stage("final render"):
         for k, traj in enumerate(trajectories):
             frames = traj.frame_indices(num_motion)
-            final, _, _ = render_video(canonical, state.field, joint_transforms, traj, frames, num_motion,
+            final, _, _ = render_video(with_appearance(canonical, state.appearance).detach(), state.field, joint_transforms, traj, frames, num_motion,
                                        render_settings)
             write_stage_video(tmp_dir / "renders" / "final", VideoClip(f"trajectory_{k:02d}", final, traj.cameras,
                                                                        frames), num_motion, traj.times, fps)
@@ -318,4 +320,6 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         "trajectories": [{"name": f"trajectory_{k:02d}", "start_azimuth_deg": az} for k, az in enumerate(azimuths)],
     }, indent=2) + "\n")
     shutil.rmtree(ckpt, ignore_errors=True)
-    return LayeredMotion(state.field.cpu()), record
+    refined = None if state.appearance is None else with_appearance(canonical, state.appearance).detach().to(
+        torch.device("cpu"))
+    return LayeredMotion(state.field.cpu()), record, refined

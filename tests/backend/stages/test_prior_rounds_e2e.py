@@ -135,3 +135,20 @@ def test_gaussians_without_labels_warn_that_self_guidance_is_off(tmp_path, defau
     far = g.replace(means=g.means + torch.tensor([0.0, 0.0, 100.0]))  # nothing in view: the mask is empty
     mask = preserve_masks([far] * 2, cams, "t1", warnings)
     assert float(mask.sum()) == 0.0 and "preserve mask is empty" in warnings[1]
+
+
+def test_prior_loop_can_refine_appearance(tmp_path, default_body, tiny_prior):
+    import torch
+
+    from backend.gaussians import load_ply
+    from backend.stages.animate import animate
+    from backend.stages.job import JobSpec
+
+    spec = make_spec(default_body, tiny_prior)
+    spec = JobSpec(**{**spec.__dict__, "extras": {"prior_preset": {**TINY, "appearance": True}}})
+    result = animate(spec, tmp_path / "job")
+    reconstructed = load_ply(tmp_path / "job" / "canonical_reconstructed.ply")
+    refined = load_ply(tmp_path / "job" / "canonical.ply")
+    assert torch.equal(reconstructed.means, refined.means) and not torch.equal(reconstructed.sh, refined.sh)
+    fit = json.loads((tmp_path / "job" / "field" / "fit.json").read_text())
+    assert fit["preset"]["appearance"] is True and result["layered"] is True
