@@ -74,7 +74,7 @@ def test_camera_from_json_is_the_inverse_of_camera_json(res, shift):
         session.camera_from_json(scene, {**js, "fy": 300.0})
 
 
-def test_sampler_panel_becomes_the_job_specs_sampler_fields():
+def test_sampler_panel_becomes_the_job_specs_sampler_fields(addon):
     props = bpy.context.scene.ani3dhuman
     props.sampler, props.override_sampler = "released", False
     assert session.sampler_spec(props) == ("released", {})
