@@ -145,10 +145,12 @@ def test_prior_loop_can_refine_appearance(tmp_path, default_body, tiny_prior):
     from backend.stages.job import JobSpec
 
     spec = make_spec(default_body, tiny_prior)
-    spec = JobSpec(**{**spec.__dict__, "extras": {"prior_preset": {**TINY, "appearance": True}}})
-    result = animate(spec, tmp_path / "job")
+    result = animate(spec, tmp_path / "job")  # appearance is on by default
     reconstructed = load_ply(tmp_path / "job" / "canonical_reconstructed.ply")
     refined = load_ply(tmp_path / "job" / "canonical.ply")
     assert torch.equal(reconstructed.means, refined.means) and not torch.equal(reconstructed.sh, refined.sh)
     fit = json.loads((tmp_path / "job" / "field" / "fit.json").read_text())
     assert fit["preset"]["appearance"] is True and result["layered"] is True
+    off = JobSpec(**{**spec.__dict__, "extras": {"prior_preset": {**TINY, "appearance": False}}})
+    animate(off, tmp_path / "off")
+    assert not (tmp_path / "off" / "canonical_reconstructed.ply").exists()
