@@ -78,8 +78,12 @@ def run(args: argparse.Namespace) -> dict:
         changes[key] = type(getattr(fit_settings, key))(value)
     fit_settings = with_settings(fit_settings, **changes)
     started = time.perf_counter()
+    from backend.reconstruct.backfill import BackfillSettings
+
+    backfill = BackfillSettings() if args.min_visibility is None else BackfillSettings(
+        min_visibility=args.min_visibility)
     rec = reconstruct_photo(view, body, None, args.gaussians, torch.Generator().manual_seed(args.seed + 1),
-                            fit_settings)
+                            fit_settings, backfill=backfill)
     total = time.perf_counter() - started
     rec_posed = posed(rec.canonical, transforms)
     with torch.no_grad():
@@ -172,6 +176,8 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=None, help="override the preset's fit resolution")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any PhotoFitSettings field, e.g. --set lr_offset=0.005")
+    p.add_argument("--min-visibility", type=float, default=None,
+                   help="back fill: a Gaussian is seen from this visible fraction (default BackfillSettings')")
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--motion", default="walk", choices=("walk", "twirl"))

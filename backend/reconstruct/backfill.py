@@ -40,7 +40,7 @@ class BackfillSettings:
         silhouette: |normal · view| below which a seen Gaussian is on the silhouette (depth rule).
     """
 
-    min_visibility: float = 0.3
+    min_visibility: float = 0.1
     k: int = 4
     fill_offsets: bool = True
     depth: bool = False

@@ -228,7 +228,8 @@ def crop_view(view: ReferenceView, body_points: Tensor, resolution: int, margin:
     ow, oh = max(8, int(round(cw * s))), max(8, int(round(ch * s)))
     sx, sy = ow / cw, oh / ch
     stack = torch.cat([view.rgb * view.mask[..., None], view.mask[..., None]], dim=-1)[y0:y1, x0:x1]
-    small = torch.nn.functional.interpolate(stack.permute(2, 0, 1)[None], size=(oh, ow), mode="area")[0]
+    small = torch.nn.functional.interpolate(stack.permute(2, 0, 1)[None], size=(oh, ow), mode="bilinear",
+                                            antialias=True, align_corners=False)[0]
     small = small.permute(1, 2, 0)
     mask = small[..., 3].clamp(0, 1)
     rgb = torch.where(mask[..., None] > 1e-4, small[..., :3] / mask[..., None].clamp_min(1e-4), small[..., :3])
