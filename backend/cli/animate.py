@@ -64,13 +64,11 @@ def add_sampler_arguments(p: argparse.ArgumentParser) -> None:
 
 def sampler_overrides(args: argparse.Namespace) -> dict:
     """The sampler fields given on the command line."""
-    names = ("steps", "strength", "shift", "guidance", "guidance_schedule", "gamma", "cfg")
-    values = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if isinstance(values.get("gamma"), str) and values["gamma"] not in ("sigma", "full"):
-        try:
-            values["gamma"] = float(values["gamma"])
-        except ValueError:
-            raise InputError(f"--gamma: expected sigma, full or a number in [0, 1], got {values['gamma']!r}") from None
+    from backend.diffusion.restore import SAMPLER_FIELDS, parse_gamma
+
+    values = {name: getattr(args, name) for name in SAMPLER_FIELDS if getattr(args, name, None) is not None}
+    if "gamma" in values:
+        values["gamma"] = parse_gamma(values["gamma"])
     return values
 
 

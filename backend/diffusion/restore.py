@@ -92,6 +92,21 @@ RELEASED_VIDEO = {"video_frames": 81, "width": 480, "height": 832}
 """The released code's trajectory videos (``--sampler released`` sets them unless the job overrides them)."""
 
 
+def parse_gamma(value: str | float) -> str | float:
+    """``"sigma"``, ``"full"`` or a number (also given as text, e.g. on the command line) for ``RestoreSettings.gamma``.
+
+    Raises:
+        InputError: anything else (naming ``sampler_settings.gamma``).
+    """
+    if value in ("sigma", "full") or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"sampler_settings.gamma: expected 'sigma', 'full' or a number in [0, 1], got {value!r}"
+                         ) from None
+
+
 def sampler_settings(name: str, overrides: dict | None = None, *, steps: int, strength: float,
                      seed: int = 0) -> RestoreSettings:
     """The restoration settings of a named sampler preset with per-job overrides.
@@ -116,12 +131,7 @@ def sampler_settings(name: str, overrides: dict | None = None, *, steps: int, st
         value = values[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise InputError(f"sampler_settings.{key}: expected a number, got {value!r}")
-    if isinstance(values["gamma"], str) and values["gamma"] not in ("sigma", "full"):
-        try:
-            values["gamma"] = float(values["gamma"])
-        except ValueError:
-            raise InputError(f"sampler_settings.gamma: expected 'sigma', 'full' or a number in [0, 1], got "
-                             f"{values['gamma']!r}") from None
+    values["gamma"] = parse_gamma(values["gamma"])
     try:
         return RestoreSettings(**values, seed=seed)
     except InputError as exc:
