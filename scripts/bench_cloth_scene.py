@@ -39,11 +39,6 @@ from backend.train.dataset import load_videos, read_clip  # noqa: E402
 WHITE = (1.0, 1.0, 1.0)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse <= 0 else -10.0 * float(np.log10(mse))
-
-
 def photo_check(job: Path, scene: Path, density: float | None) -> dict:
     """The reconstruction in the photo's own view at full and half resolution."""
     from PIL import Image
@@ -87,7 +82,7 @@ def held_out(job: Path, scene: Path, num_motion: int, density: float | None, ste
             with torch.no_grad():
                 out = render(posed, cam, settings=RenderSettings(background=WHITE, antialiased=aa))
             target = clip.frames[i]
-            full.append(psnr(out.rgb[0], target))
+            full.append(masked_psnr(out.rgb[0], target, torch.ones(target.shape[:2])))
             union = torch.maximum(out.alpha[0, ..., 0], clip.masks[i, ..., 0])
             masked.append(masked_psnr(out.rgb[0], target, union))
             shown.append((target, out.rgb[0]))
