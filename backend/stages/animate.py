@@ -82,7 +82,6 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             canonical = canonical_gaussians(spec, body, report, warnings, subject)
             if canonical.skin_weights is None or canonical.skin_weights.shape[1] != body.num_joints:
                 raise InputError("canonical Gaussians are not bound to this body's joints")
-            save_ply(canonical, tmp / "canonical.ply")
             spec.motion.save(tmp / "motion.npz")  # lets `ani3dhuman fit` refit this job later
         report(1.0, f"{canonical.num_gaussians} canonical Gaussians")
 
@@ -93,9 +92,9 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
                 spec, body, canonical, tmp, report, timer, warnings, restorer,
                 fit_pixels_per_metre=subject["fit_pixels_per_metre"])
             if refined is not None:  # colours refined from the restored videos: keep the reconstruction's too
-                os.replace(tmp / "canonical.ply", tmp / "canonical_reconstructed.ply")
+                save_ply(canonical, tmp / "canonical_reconstructed.ply")
                 canonical = refined
-                save_ply(canonical, tmp / "canonical.ply")
+        save_ply(canonical, tmp / "canonical.ply")
 
         report = StageProgress(progress, "export", *plan["export"], started)
         frames_dir = tmp / "frames"

@@ -32,7 +32,7 @@ from backend.motion.residual import FieldConfig, ResidualField
 from backend.core.progress import ProgressFn, StageProgress, no_progress
 from backend.train.dataset import load_videos
 from backend.train.field_fit import FieldFitSettings, create_fit_state, fit_field, settings_dict, with_appearance
-from backend.stages.presets import field_config_for, field_fit_settings_for, preset
+from backend.stages.presets import BACKGROUND, field_config_for, field_fit_settings_for, preset
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def fit_job_folder(
                          f"'{result.get('body', 'default')}' has {body.num_joints}")
     quality = result.get("quality", "preview")
     p = preset(quality)
-    background = settings.background if settings is not None else field_fit_settings_for(p).background
+    background = settings.background if settings is not None else BACKGROUND
     dataset = load_videos(videos_dir, motion.num_frames, background)
     warnings: list[str] = []
     if settings is None:

@@ -172,13 +172,12 @@ def _clip_images(folder: Path) -> tuple[list[Path], list[Path]]:
     return frames, masks
 
 
-def _read_frames(folder: Path, cameras: Cameras, background: tuple[float, float, float]
+def _read_frames(folder: Path, frame_files: list[Path], cameras: Cameras, background: tuple[float, float, float]
                  ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Frames [F, H, W, 3] in [0, 1] (RGBA composited over ``background``) and the alpha masks [F, H, W] of RGBA
-    frames (None where the frames are opaque)."""
+    """Frames [F, H, W, 3] in [0, 1] from ``frame_files`` (or the folder's one video file when there are none;
+    RGBA composited over ``background``) and the alpha masks [F, H, W] of RGBA frames (None where opaque)."""
     from PIL import Image
 
-    frame_files, _ = _clip_images(folder)
     videos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not frame_files and len(videos) == 1:
         import imageio.v3 as iio
@@ -273,8 +272,8 @@ def read_clip(folder: str | os.PathLike, num_motion_frames: int,
     entries = data["frames"]
     cameras = Cameras.from_dicts([{k: v for k, v in e.items() if k != "frame"} if isinstance(e, dict) else e
                                   for e in entries], where=f"{path}: frames")
-    frames, alphas = _read_frames(folder, cameras, background)
-    _, mask_files = _clip_images(folder)
+    frame_files, mask_files = _clip_images(folder)
+    frames, alphas = _read_frames(folder, frame_files, cameras, background)
     masks = None
     if mask_files:
         if len(mask_files) != len(cameras):

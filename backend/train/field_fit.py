@@ -147,10 +147,7 @@ def appearance_guard_weights(canonical: Gaussians, guard: float) -> Tensor:
     """Per-Gaussian weight of the appearance guard: ``guard`` on identity-critical parts (head, hands, feet, not
     loose), 0 elsewhere. [N] (Adam normalises each parameter's step, so even a tiny weight would pull a delta that
     is seen in few frames back to zero; the garments get none.)"""
-    weights = stillness_weights(canonical, guard, 0.0)
-    if canonical.loose is not None:
-        weights[canonical.loose.to(weights.device)] = 0.0
-    return weights
+    return stillness_weights(canonical, guard, 0.0)  # loose Gaussians get 0 there already
 
 
 def _set_learning_rates(state: FitState, settings: FieldFitSettings) -> None:
