@@ -11,8 +11,9 @@ from torch import Tensor
 
 PART_NAMES = (
     "head", "torso", "left_arm", "right_arm", "left_hand", "right_hand",
-    "left_leg", "right_leg", "left_foot", "right_foot",
+    "left_leg", "right_leg", "left_foot", "right_foot", "garment",
 )
+"""``garment``: Gaussians that ride a loose garment's cloth surface (no joint maps to it)."""
 PART_INDEX = {name: i for i, name in enumerate(PART_NAMES)}
 IDENTITY_CRITICAL_PARTS = ("head", "left_hand", "right_hand", "left_foot", "right_foot")
 

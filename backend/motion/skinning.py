@@ -97,6 +97,14 @@ def _blended_quaternion(m00: Tensor, m01: Tensor, m02: Tensor, m10: Tensor, m11:
     return quat * torch.rsqrt((quat * quat).sum(dim=-1, keepdim=True))
 
 
+def transform_means_quats(means: Tensor, quats: Tensor, transforms: Tensor) -> tuple[Tensor, Tensor]:
+    """Apply per-point affine transforms ``[N, 3, 4]`` to centres ``[N, 3]`` and rotations ``[N, 4]`` (the
+    rotation part re-orthonormalised as in the rigid layer). Differentiable."""
+    rotation = transforms[..., :3]
+    moved = (rotation @ means[..., None])[..., 0] + transforms[..., 3]
+    return moved, quaternion_multiply(matrix_to_quaternion(rotation), torch.nn.functional.normalize(quats, dim=-1))
+
+
 def skin_gaussians(
     canonical: Gaussians, skin_weights: Tensor | None, joint_transforms: Tensor
 ) -> tuple[Tensor, Tensor]:

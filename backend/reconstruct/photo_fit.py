@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from backend.body.model import BodyModel
-from backend.body.parts import part_ids_from_weights
+from backend.body.parts import PART_INDEX, part_ids_from_weights
 from backend.core.errors import InputError
 from backend.gaussians import Gaussians, rgb_to_sh_dc
 from backend.core.rotations import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix
@@ -496,6 +496,7 @@ def reconstruct_photo(
     settings: PhotoFitSettings,
     report: ReportFn | None = None,
     backfill=None,
+    garment=None,
 ) -> Reconstruction:
     """Photo -> canonical Gaussians: anchors on the posed body, image fit, back fill, inverse skinning, labels.
 
@@ -508,12 +509,18 @@ def reconstruct_photo(
         settings: Fit settings.
         report: Progress callback ``report(fraction, message, preview=None)``.
         backfill: ``backfill.BackfillSettings`` (None: defaults).
+        garment: A ``garment_surface.GarmentSurface``: its Gaussians are placed and fitted on it (part
+            ``garment``, always loose) instead of being left to the thighs.
     """
     from backend.reconstruct.backfill import BackfillSettings, fill_depth, fill_unseen
 
     backfill = backfill or BackfillSettings()
     n = num_gaussians if settings.max_gaussians is None else min(num_gaussians, settings.max_gaussians)
     anchors = sample_anchors(body, betas, view.pose.vertices, n, generator)
+    if garment is not None:
+        from backend.reconstruct.garment_surface import garment_anchors
+
+        anchors = garment_anchors(anchors, garment, view.pose.joint_transforms, generator)
     fit = fit_reference(view, anchors, settings, report)
     colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, fit.visibility,
                                                fit.posed.colors, fit.offsets[:, 2], backfill)
@@ -527,7 +534,7 @@ def reconstruct_photo(
     posed = fit.posed.replace(
         means=_compose_means(anchors, offsets),
         sh=rgb_to_sh_dc(colors)[:, None, :],
-        loose=label_loose(offsets, settings.loose_threshold),
+        loose=label_loose(offsets, settings.loose_threshold) | (anchors.part_ids == PART_INDEX["garment"]),
     )
     canonical = unpose(posed, view.pose.joint_transforms)
     return Reconstruction(canonical=canonical, posed=posed, fit=fit, seen=seen)

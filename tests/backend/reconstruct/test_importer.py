@@ -12,13 +12,8 @@ from backend.motion.builtin import builtin_motion
 from backend.motion.skinning import skin_gaussians
 from backend.stages.animate import animate
 from backend.reconstruct import sample_body_gaussians
-from backend.reconstruct.importer import (
-    ImportSettings,
-    a_pose_body,
-    closest_point_barycentric,
-    import_gaussians,
-    nearest_on_mesh,
-)
+from backend.core.meshes import closest_point_barycentric, nearest_on_mesh
+from backend.reconstruct.importer import ImportSettings, a_pose_body, import_gaussians
 
 pytestmark = pytest.mark.unit
 
