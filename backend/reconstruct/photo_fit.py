@@ -516,6 +516,11 @@ def reconstruct_photo(
 
     backfill = backfill or BackfillSettings()
     n = num_gaussians if settings.max_gaussians is None else min(num_gaussians, settings.max_gaussians)
+    if garment is not None:  # the garment's share of the count, at the body's density
+        rest = body.rest_vertices(betas).detach().cpu().float()
+        body_area = float(triangle_areas_normals(rest, body.faces.cpu())[0].sum())
+        garment_area = float(triangle_areas_normals(garment.rest_vertices.float(), garment.faces)[0].sum())
+        n = max(1, round(n * body_area / (body_area + garment_area)))
     anchors = sample_anchors(body, betas, view.pose.vertices, n, generator)
     if garment is not None:
         from backend.reconstruct.garment_surface import garment_anchors

@@ -1,6 +1,7 @@
 """``animate(spec, out_dir, progress)``: stage orchestration, no sockets, no argument parsing.
 
-Stages: body -> canonical Gaussians (procedural / reconstruct / import) -> rigid skinning -> [prior stages:
+Stages: body -> canonical Gaussians (procedural / reconstruct / import) + garment -> cloth layer (simulated or
+skinned garment) -> rigid skinning -> [prior stages:
 diagonal renders, restoration, residual-field fit, rounds] -> export per-frame Gaussians (+ renders) ->
 result.json. The CLI (``ani3dhuman animate``) and the server run exactly this function.
 """
@@ -22,11 +23,13 @@ from backend.core.files import atomic_directory, write_json
 from backend.core.progress import ProgressFn, StageProgress, StageTimer, no_progress
 from backend.gaussians import save_ply
 from backend.stages.export import write_frames
-from backend.stages.job import SCHEMA_VERSION, JobSpec
+from backend.motion.layered import LayeredMotion
+from backend.stages.job import CLOTH_NAME, SCHEMA_VERSION, JobSpec
 from backend.stages.posing import pose_body
 from backend.stages.previews import write_previews
 from backend.stages.prior_rounds import Restorer, run_prior_stages
-from backend.stages.subject import canonical_gaussians
+from backend.stages.garment import garment_layer
+from backend.stages.subject import job_subject
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ def stage_plan(spec: JobSpec) -> dict[str, tuple[float, float]]:
     weights = {
         "body": 0.02,
         "reconstruct": 0.35 if spec.image is not None else 0.03,
+        "cloth": 0.15 if spec.dynamics != "none" else 0.01,
         "restore": 0.55 if spec.prior != "none" else 0.0,
         "export": 0.1,
         "render": 0.3 if spec.renders else 0.0,
@@ -79,18 +83,27 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
         report = StageProgress(progress, "reconstruct", *plan["reconstruct"], started)
         with timer.stage("reconstruct"):
             subject: dict = {}
-            canonical = canonical_gaussians(spec, body, report, warnings, subject)
+            found = job_subject(spec, body, report, warnings, subject)
+            canonical = found.canonical
             if canonical.skin_weights is None or canonical.skin_weights.shape[1] != body.num_joints:
                 raise InputError("canonical Gaussians are not bound to this body's joints")
             spec.motion.save(tmp / "motion.npz")  # lets `ani3dhuman fit` refit this job later
         report(1.0, f"{canonical.num_gaussians} canonical Gaussians")
 
-        layered, prior_record = None, None
+        report = StageProgress(progress, "cloth", *plan["cloth"], started)
+        cloth, dynamics_record = garment_layer(spec, body, canonical, found.garment, report, timer, warnings)
+        subject["garment"] = {**subject.get("garment", {}), "gaussians": 0 if cloth is None else
+                              cloth.binding.num_bound}
+        if cloth is not None:
+            cloth.save(tmp / CLOTH_NAME)
+
+        layered = None if cloth is None else LayeredMotion(None, cloth)
+        prior_record = None
         if has_prior:
             report = StageProgress(progress, "restore", *plan["restore"], started)
             layered, prior_record, refined = run_prior_stages(
                 spec, body, canonical, tmp, report, timer, warnings, restorer,
-                fit_pixels_per_metre=subject["fit_pixels_per_metre"])
+                fit_pixels_per_metre=subject["fit_pixels_per_metre"], cloth=cloth)
             if refined is not None:  # colours refined from the restored videos: keep the reconstruction's too
                 save_ply(canonical, tmp / "canonical_reconstructed.ply")
                 canonical = refined
@@ -122,7 +135,8 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             "prior": spec.prior,
             "seed": spec.seed,
             "quality": spec.quality,
-            "layered": layered is not None,
+            "layered": layered is not None and layered.field is not None,
+            "dynamics": dynamics_record,
             "subject": subject,
             "sampler": None if prior_record is None else prior_record["sampler"],
             "prior_stages": None if prior_record is None else {
@@ -130,7 +144,8 @@ def animate(spec: JobSpec, out_dir: str | os.PathLike, progress: ProgressFn = no
             "timings": timer.timings,
             "warnings": warnings,
             "settings": spec.settings_dict(),
-            "files": {"canonical": "canonical.ply", "frames": "frames/frame_%06d.ply"},
+            "files": {"canonical": "canonical.ply", "frames": "frames/frame_%06d.ply",
+                      **({"cloth": CLOTH_NAME} if cloth is not None else {})},
         }
         write_json(tmp / "result.json", result)
         progress_done = StageProgress(progress, "done", 1.0, 1.0, started)

@@ -17,12 +17,18 @@ import numpy as np
 
 from backend.core.errors import InputError
 from backend.diffusion.restore import sampler_settings
+from backend.dynamics.simulate import CLOTH_PRESETS
 from backend.motion.motion import Motion, motion_from_arrays
+from backend.reconstruct.garment import garment_override
 
 SCHEMA_VERSION = 1
 QUALITY_PRESETS = ("preview", "standard", "high")
 MAX_GAUSSIANS = 2_000_000
 MAX_FRAMES = 100_000
+CLOTH_NAME = "cloth.npz"
+"""The job's cloth layer: garment mesh per frame and the binding of its Gaussians (``motion.cloth.ClothLayer``)."""
+DYNAMICS = ("auto", "cloth", "none")
+CLOTH_PRESET_NAMES = tuple(CLOTH_PRESETS)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ class JobSpec:
             ``"released"`` (the released code: 7 steps, strength 0.7, λ 0.05, γ = 1, CFG 5, 81 × 480×832).
         sampler_settings: Per-job overrides of the sampler (``steps``, ``strength``, ``shift``, ``guidance``,
             ``guidance_schedule``, ``gamma``, ``cfg``), over the preset.
+        dynamics: Clothing dynamics: ``auto`` (cloth when a loose garment is found), ``cloth`` or ``none``
+            (the garment surface skinned rigidly).
+        cloth_preset: The fabric of the simulation (``light``, ``medium``, ``heavy``).
+        garment: Override of the garment detection: ``type`` (auto, none, skirt, dress), ``waist_height`` and
+            ``hem_height`` (metres above the soles in the rest pose).
     """
 
     motion: Motion
@@ -60,6 +71,9 @@ class JobSpec:
     renders: bool = False
     sampler: str = "paper"
     sampler_settings: dict = field(default_factory=dict)
+    dynamics: str = "auto"
+    cloth_preset: str = "medium"
+    garment: dict = field(default_factory=dict)
     extras: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -88,6 +102,11 @@ class JobSpec:
         if not isinstance(self.sampler_settings, dict):
             raise InputError(f"sampler_settings: expected an object, got {type(self.sampler_settings).__name__}")
         sampler_settings(self.sampler, self.sampler_settings, steps=1, strength=0.5)  # raises naming the field
+        if self.dynamics not in DYNAMICS:
+            raise InputError(f"dynamics: expected one of {DYNAMICS}, got {self.dynamics!r}")
+        if self.cloth_preset not in CLOTH_PRESET_NAMES:
+            raise InputError(f"cloth_preset: expected one of {CLOTH_PRESET_NAMES}, got {self.cloth_preset!r}")
+        garment_override(self.garment)  # raises naming garment.<field>
 
     # ---- (de)serialisation ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +125,9 @@ class JobSpec:
             "renders": self.renders,
             "sampler": self.sampler,
             "sampler_settings": dict(self.sampler_settings),
+            "dynamics": self.dynamics,
+            "cloth_preset": self.cloth_preset,
+            "garment": dict(self.garment),
             "extras": dict(self.extras),
         }
 
@@ -125,7 +147,8 @@ class JobSpec:
         if not isinstance(data, Mapping):
             raise InputError(f"job: expected an object, got {type(data).__name__}")
         known = {"motion", "body", "gaussians", "seed", "quality", "prior", "image", "camera", "reference_frame",
-                 "import_gaussians", "renders", "sampler", "sampler_settings", "extras"}
+                 "import_gaussians", "renders", "sampler", "sampler_settings", "dynamics", "cloth_preset", "garment",
+                 "extras"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"job: unknown field(s) {unknown}")
@@ -138,7 +161,7 @@ class JobSpec:
                 raise InputError(f"{key}: expected an integer, got {kwargs[key]!r}")
             if key in kwargs:
                 kwargs[key] = kind(kwargs[key])
-        for key in ("body", "quality", "prior", "image", "import_gaussians", "sampler"):
+        for key in ("body", "quality", "prior", "image", "import_gaussians", "sampler", "dynamics", "cloth_preset"):
             if key in kwargs and not isinstance(kwargs[key], str):
                 raise InputError(f"{key}: expected a string, got {type(kwargs[key]).__name__}")
         if "renders" in kwargs and not isinstance(kwargs["renders"], bool):

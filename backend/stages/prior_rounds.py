@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from backend.gaussians import Gaussians
+from backend.motion.cloth import ClothLayer
 from backend.motion.layered import LayeredMotion, layered_frame
 from backend.motion.residual import ResidualField, normalized_time
 from backend.motion.skinning import skin_gaussians
@@ -51,14 +52,16 @@ def trajectory_azimuths(count: int, first_deg: float = 0.0) -> list[float]:
 
 def render_video(canonical: Gaussians, field_: ResidualField | None, joint_transforms: Tensor,
                  trajectory: ViewTimeTrajectory, motion_frames: Tensor, num_motion_frames: int,
-                 settings: RenderSettings) -> tuple[Tensor, Tensor, list[Gaussians]]:
-    """Render the layered model along a trajectory. Returns (rgb [F, H, W, 3], alpha [F, H, W, 1], posed sets)."""
+                 settings: RenderSettings, cloth: ClothLayer | None = None) -> tuple[Tensor, Tensor, list[Gaussians]]:
+    """Render the layered model (with the cloth layer's garment when given) along a trajectory.
+    Returns (rgb [F, H, W, 3], alpha [F, H, W, 1], posed sets)."""
     rgbs, alphas, posed = [], [], []
     device = canonical.means.device
     with torch.no_grad():
         for i, frame in enumerate(motion_frames.tolist()):
             t = normalized_time(frame, num_motion_frames).item()
-            g = layered_frame(canonical, field_, joint_transforms[frame].to(device), t)
+            g = layered_frame(canonical, field_, joint_transforms[frame].to(device), t,
+                              cloth=None if cloth is None else cloth.frame(frame, device, canonical.means.dtype))
             out = render(g, trajectory.cameras[i:i + 1].to(device), settings=settings)
             rgbs.append(out.rgb[0].cpu())
             alphas.append(out.alpha[0].cpu())
@@ -165,7 +168,8 @@ def preserve_masks(posed: list[Gaussians], cameras, name: str, warnings: list[st
 
 def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: StageProgress, timer,
                      warnings: list[str], restorer: Restorer | None = None, *,
-                     fit_pixels_per_metre: float | None = None) -> tuple[LayeredMotion, dict, Gaussians | None]:
+                     fit_pixels_per_metre: float | None = None,
+                     cloth: ClothLayer | None = None) -> tuple[LayeredMotion, dict, Gaussians | None]:
     """Progressive rounds of coarse render -> restore -> fit; returns the fitted layered motion.
 
     Args:
@@ -180,6 +184,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             one after the other in this process, with the prior loaded here.
         fit_pixels_per_metre: The density the subject was fitted to a photo at (None: not fitted); coarse,
             fit and final renders are antialiased when the trajectories see it coarser.
+        cloth: The cloth layer (simulated or skinned garment): the coarse renders show it and the residual is
+            fitted on top of it.
 
     Returns:
         (LayeredMotion whose ``posed_frames`` the export stage calls, the record for result.json: the sampler
@@ -250,7 +256,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
             with timer.stage("coarse render"):
                 current = with_appearance(canonical, state.appearance).detach()
                 coarse, coarse_alphas[j], posed = render_video(current, state.field, joint_transforms, traj, frames,
-                                                               num_motion, render_settings)
+                                                               num_motion, render_settings, cloth)
             write_stage_video(tmp_dir / "renders" / "coarse", VideoClip(name, coarse, traj.cameras, frames),
                               num_motion, traj.times, fps)
             if (cached / "cameras.json").is_file():
@@ -295,7 +301,7 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
         fit_report(0.0, f"round {r + 1}/{p.rounds}: fitting on {len(dataset.clips)} videos")
         with timer.stage("fit"):
             history = fit_field(state, canonical, joint_transforms, dataset, settings, until=until,
-                                checkpoint_dir=ckpt / "fit", report=fit_report)
+                                checkpoint_dir=ckpt / "fit", report=fit_report, cloth=cloth)
         round_losses.append({"round": r + 1, "iterations": len(history), **{
             term: sum(getattr(h, term) for h in history) / max(len(history), 1)
             for term in ("total", "l1", "dssim", "mask", "stillness")}})
@@ -305,8 +311,8 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     with timer.stage("final render"):
         for k, traj in enumerate(trajectories):
             frames = traj.frame_indices(num_motion)
-            final, _, _ = render_video(with_appearance(canonical, state.appearance).detach(), state.field, joint_transforms, traj, frames, num_motion,
-                                       render_settings)
+            final, _, _ = render_video(with_appearance(canonical, state.appearance).detach(), state.field,
+                                       joint_transforms, traj, frames, num_motion, render_settings, cloth)
             write_stage_video(tmp_dir / "renders" / "final", VideoClip(f"trajectory_{k:02d}", final, traj.cameras,
                                                                        frames), num_motion, traj.times, fps)
             final_report((k + 1) / len(trajectories), f"final render {k + 1}/{len(trajectories)}")
@@ -322,4 +328,4 @@ def run_prior_stages(spec, body, canonical: Gaussians, tmp_dir: Path, report: St
     shutil.rmtree(ckpt, ignore_errors=True)
     refined = None if state.appearance is None else with_appearance(canonical, state.appearance).detach().to(
         torch.device("cpu"))
-    return LayeredMotion(state.field.cpu()), record, refined
+    return LayeredMotion(state.field.cpu(), cloth), record, refined

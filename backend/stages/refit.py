@@ -24,8 +24,9 @@ from backend.core.errors import InputError
 from backend.gaussians import load_ply, save_ply
 from backend.core.files import atomic_directory, write_json
 from backend.stages.export import write_frames
-from backend.stages.job import read_result
+from backend.stages.job import CLOTH_NAME, read_result
 from backend.stages.posing import pose_body
+from backend.motion.cloth import ClothLayer
 from backend.motion.layered import LayeredMotion
 from backend.motion.motion import Motion, load_motion
 from backend.motion.residual import FieldConfig, ResidualField
@@ -132,11 +133,14 @@ def fit_job_folder(
     field_ = ResidualField(config, torch.Generator().manual_seed(seed)).to(device)
     state = create_fit_state(field_, settings, seed, canonical.num_gaussians)
     t0 = time.perf_counter()
+    cloth = ClothLayer.load(job_dir / CLOTH_NAME) if (job_dir / CLOTH_NAME).is_file() else None
+    if cloth is not None and cloth.num_frames != motion.num_frames:
+        raise InputError(f"job: {CLOTH_NAME} has {cloth.num_frames} frames, the motion {motion.num_frames}")
     fit_field(state, canonical, joint_transforms, dataset, settings, checkpoint_dir=ckpt,
-              report=StageProgress(progress, "fit", 0.0, 0.85, started))
+              report=StageProgress(progress, "fit", 0.0, 0.85, started), cloth=cloth)
     timings["fit"] = round(time.perf_counter() - t0, 4)
 
-    layered = LayeredMotion(state.field)
+    layered = LayeredMotion(state.field, cloth)
     fitted = with_appearance(canonical, state.appearance).detach()
     report = StageProgress(progress, "export", 0.85, 1.0, started)
     t0 = time.perf_counter()
@@ -164,6 +168,7 @@ def fit_job_folder(
         new_result["layered"] = True
         new_result["timings"] = {**result.get("timings", {}), **{f"refit {k}": v for k, v in timings.items()}}
         new_result["fit"] = {"videos": str(Path(videos_dir).resolve()), "iterations": state.iteration,
+                             "cloth_layer": None if cloth is None else cloth.source,
                              "appearance": state.appearance is not None,
                              "video_frames": len(dataset), "budget": "given" if iterations is not None or
                              settings_given else f"max(preset {p.iterations}, {ITERATIONS_PER_FRAME} per frame)"}

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from backend.core.errors import Cancelled, InputError
 from backend.gaussians import Gaussians
+from backend.motion.cloth import ClothLayer
 from backend.motion.layered import layered_frame
 from backend.motion.residual import ResidualField, normalized_time, query_field, time_smoothness, total_variation
 from backend.render.render import RenderSettings, render
@@ -243,6 +244,7 @@ def fit_step(
     settings: FieldFitSettings,
     still_weights: Tensor,
     guard_weights: Tensor | None = None,
+    cloth: ClothLayer | None = None,
 ) -> tuple[StepLosses, Tensor]:
     """One optimisation step. Returns the loss terms and the last rendered frame ([H, W, 3], detached)."""
     field_ = state.field
@@ -261,7 +263,8 @@ def fit_step(
         frame = int(clip.motion_frames[k])
         t = normalized_time(frame, dataset.num_motion_frames).item()
         residual = query_field(field_, canonical.means, t)
-        posed = layered_frame(canonical, field_, joint_transforms[frame], t, residual=residual)
+        posed = layered_frame(canonical, field_, joint_transforms[frame], t, residual=residual,
+                              cloth=None if cloth is None else cloth.frame(frame, device, canonical.means.dtype))
         out = render(posed, clip.cameras[k:k + 1].to(device), settings=render_settings)
         target = clip.frames[k:k + 1].to(device)
         l1 = l1_loss(out.rgb, target)
@@ -297,6 +300,7 @@ def fit_field(
     until: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     report: Report | None = None,
+    cloth: ClothLayer | None = None,
 ) -> list[StepLosses]:
     """Run iterations ``state.iteration .. until`` (default ``settings.iterations``).
 
@@ -311,6 +315,7 @@ def fit_field(
         checkpoint_dir: Where checkpoints go, or None.
         report: ``report(fraction, message, preview)`` over this call's iterations; may raise ``Cancelled``
             (a checkpoint is written first).
+        cloth: The cloth layer under the residual (garment Gaussians ride it), or None.
 
     Returns:
         The loss terms of every iteration run.
@@ -335,7 +340,7 @@ def fit_field(
     started = time.perf_counter()
     try:
         while state.iteration < until:
-            losses, last = fit_step(state, canonical, joint_transforms, dataset, settings, weights, guard)
+            losses, last = fit_step(state, canonical, joint_transforms, dataset, settings, weights, guard, cloth)
             history.append(losses)
             done = state.iteration - first
             if checkpoint_dir is not None and settings.checkpoint_every and \
