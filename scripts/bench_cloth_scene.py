@@ -140,6 +140,38 @@ def contact_sheet(results: dict, path: Path, frames: int = 6) -> None:
     Image.fromarray((image.numpy() * 255 + 0.5).astype(np.uint8)).save(path)
 
 
+VARIANTS = {
+    # name: (dynamics, garment override)
+    "cloth": ("cloth", {}),
+    "none": ("none", {}),
+    "no-garment": ("none", {"type": "none"}),
+}
+
+
+def hem_radii_vs_blender(job: Path, scene: Path, motion) -> dict | None:
+    """Hem radius per frame of the job's cloth layer against Blender's (both about the pelvis's vertical axis)."""
+    from backend.body import load_body_model
+    from backend.motion.cloth import ClothLayer
+    from backend.stages.posing import pose_body
+
+    if not (job / "cloth.npz").is_file() or not (scene / "cloth_stats.json").is_file():
+        return None
+    layer = ClothLayer.load(job / "cloth.npz")
+    segments = json.loads((job / "result.json").read_text())["subject"]["garment"]["surface"]["segments"]
+    body = load_body_model("default")
+    posed = pose_body(motion, body)
+    pelvis = posed.joints[:, body.joint_names.index("Pelvis")].float()
+    hem = layer.vertices[:, -segments:]
+    ours = (hem[..., :2] - pelvis[:, None, :2]).norm(dim=-1).mean(dim=1)
+    stats = json.loads((scene / "cloth_stats.json").read_text())
+    theirs = torch.tensor([f["hem_radius"] for f in stats["frames"]])
+    n = min(len(ours), len(theirs))
+    return {"ours": [round(float(v), 4) for v in ours[:n]], "blender": [round(float(v), 4) for v in theirs[:n]],
+            "ours_first_max": [float(ours[0]), float(ours[:n].max())],
+            "blender_first_max": [float(theirs[0]), float(theirs[:n].max())],
+            "mean_abs_difference": float((ours[:n] - theirs[:n]).abs().mean())}
+
+
 def run(args: argparse.Namespace) -> dict:
     scene = Path(args.scene)
     work = Path(args.work or f"out/bench_cloth/{scene.name}-{args.quality}")
@@ -147,39 +179,47 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     motion = load_motion(scene / "motion.npz")
-    result: dict = {"scene": str(scene), "quality": args.quality}
-    rigid = work / "rigid"
-    started = time.perf_counter()
-    if not (rigid / "result.json").is_file():
-        spec = JobSpec(motion=motion, image=str((scene / "photo.png").resolve()),
-                       camera=json.loads((scene / "photo_camera.json").read_text()),
-                       reference_frame=int(json.loads((scene / "photo.json").read_text())["reference_frame"]),
-                       quality=args.quality, gaussians=args.gaussians, seed=args.seed)
-        animate(spec, rigid)
-    result["animate_seconds"] = time.perf_counter() - started
-    job_result = json.loads((rigid / "result.json").read_text())
-    density = (job_result.get("subject") or {}).get("fit_pixels_per_metre")
-    result["gaussians"] = job_result["gaussians"]
-    result["photo"] = photo_check(rigid, scene, density)
-    evaluations = {"rigid": held_out(rigid, scene, motion.num_frames, density, args.step)}
+    result: dict = {"scene": str(scene), "quality": args.quality, "animate_seconds": {}, "photo": {}, "gaussians": {},
+                    "hem_radius": {}, "dynamics": {}}
+    evaluations, jobs, density = {}, {}, None
+    for variant in args.variants:
+        dynamics, garment = VARIANTS[variant]
+        job = jobs[variant] = work / f"job_{variant}"
+        started = time.perf_counter()
+        if not (job / "result.json").is_file():
+            spec = JobSpec(motion=motion, image=str((scene / "photo.png").resolve()),
+                           camera=json.loads((scene / "photo_camera.json").read_text()),
+                           reference_frame=int(json.loads((scene / "photo.json").read_text())["reference_frame"]),
+                           quality=args.quality, gaussians=args.gaussians, seed=args.seed, dynamics=dynamics,
+                           cloth_preset=args.cloth_preset, garment=garment)
+            animate(spec, job)
+            result["animate_seconds"][variant] = time.perf_counter() - started
+        job_result = json.loads((job / "result.json").read_text())
+        density = (job_result.get("subject") or {}).get("fit_pixels_per_metre")
+        result["gaussians"][variant] = job_result["gaussians"]
+        result["dynamics"][variant] = job_result.get("dynamics")
+        result["photo"][variant] = photo_check(job, scene, density)
+        result["hem_radius"][variant] = hem_radii_vs_blender(job, scene, motion)
+        evaluations[variant] = held_out(job, scene, motion.num_frames, density, args.step)
     source = scene / "videos"
     if args.videos == "stand-in":
         source = restored_stand_in(source, work / "videos_stand_in")
     result["videos"] = args.videos
-    videos = load_videos(source, motion.num_frames, WHITE)
-    result["video_frames"] = len(videos)
     modes = {"both": ("off", "on"), "on": ("on",), "off": ("off",), "none": ()}[args.appearance]
     result["fits"] = {}
-    for mode in modes:
-        name = "fitted" if mode == "off" else "fitted+appearance"
-        out = work / (name.replace("+", "_") + ("" if args.videos == "truth" else "_stand_in"))
-        t0 = time.perf_counter()
-        if not (out / "result.json").is_file() or json.loads((out / "result.json").read_text()).get("fit") is None:
-            fit_job_folder(rigid, source, out, iterations=args.iterations, appearance=mode == "on")
-        fit = json.loads((out / "result.json").read_text())["fit"]
-        result["fits"][name] = {"seconds": time.perf_counter() - t0, "iterations": fit["iterations"],
-                                "appearance": fit.get("appearance", False)}
-        evaluations[name] = held_out(out, scene, motion.num_frames, density, args.step)
+    if modes:
+        result["video_frames"] = len(load_videos(source, motion.num_frames, WHITE))
+    for variant in args.fit_variants or args.variants:
+        for mode in modes:
+            name = f"{variant} fitted" + ("" if mode == "off" else "+appearance")
+            out = work / (name.replace("+", "_").replace(" ", "_") + ("" if args.videos == "truth" else "_stand_in"))
+            t0 = time.perf_counter()
+            if not (out / "result.json").is_file() or json.loads((out / "result.json").read_text()).get("fit") is None:
+                fit_job_folder(jobs[variant], source, out, iterations=args.iterations, appearance=mode == "on")
+            fit = json.loads((out / "result.json").read_text())["fit"]
+            result["fits"][name] = {"seconds": time.perf_counter() - t0, "iterations": fit["iterations"],
+                                    "appearance": fit.get("appearance", False), "cloth_layer": fit.get("cloth_layer")}
+            evaluations[name] = held_out(out, scene, motion.num_frames, density, args.step)
     result["held_out"] = {name: {"mean": summary(rows), "cameras": rows["cameras"]}
                           for name, rows in evaluations.items()}
     if args.images:
@@ -201,6 +241,12 @@ def main() -> None:
     p.add_argument("--work", default=None, help="job folders go here (default out/bench_cloth/<scene>-<quality>)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--images", default=None, help="write a held-out contact sheet here")
+    p.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=["cloth", "none"],
+                   help="jobs to animate: cloth (--dynamics cloth), none (garment skinned rigidly), no-garment "
+                        "(--garment none: every Gaussian on the body, as before the cloth layer)")
+    p.add_argument("--fit-variants", nargs="*", choices=tuple(VARIANTS), default=None,
+                   help="which jobs `fit --videos` refits (default: all of --variants)")
+    p.add_argument("--cloth-preset", default="medium")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = run(args)
@@ -208,15 +254,25 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     print(f"scene {result['scene']} ({result['videos']} videos), quality {result['quality']}: "
-          f"{result['gaussians']} Gaussians, "
-          f"animate {result['animate_seconds']:.0f} s, {result['video_frames']} video frames")
+          f"Gaussians {result['gaussians']}, animate seconds {result['animate_seconds']}, "
+          f"{result.get('video_frames', 0)} video frames")
     print("reconstruction vs the photo in its own view (masked over the union of silhouettes):")
-    for name, row in result["photo"].items():
-        print(f"  {name:<5} {row['size']:>4}px  PSNR {row['psnr']:6.2f} dB  IoU {row['iou']:.3f}"
-              f"  {'antialiased' if row['antialiased'] else 'classic'}")
+    for variant, rows in result["photo"].items():
+        for name, row in rows.items():
+            print(f"  {variant:<10} {name:<5} {row['size']:>4}px  PSNR {row['psnr']:6.2f} dB  IoU {row['iou']:.3f}"
+                  f"  {'antialiased' if row['antialiased'] else 'classic'}")
+    for variant, hem in result["hem_radius"].items():
+        if hem:
+            print(f"hem radius ({variant}): ours first/max {hem['ours_first_max'][0]:.3f}/{hem['ours_first_max'][1]:.3f}"
+                  f" m, Blender {hem['blender_first_max'][0]:.3f}/{hem['blender_first_max'][1]:.3f} m, mean |diff| "
+                  f"{hem['mean_abs_difference']:.3f} m")
+    for variant, dyn in result["dynamics"].items():
+        if dyn and dyn.get("mode") == "cloth":
+            print(f"cloth ({variant}): {dyn['frames_per_second']} fps on {dyn['device']}, compile "
+                  f"{dyn['seconds']['compile']:.1f} s, deepest contact {dyn['max_depth_in_colliders_mm']} mm")
     for name, fit in result["fits"].items():
         print(f"fit {name}: {fit['iterations']} iterations in {fit['seconds'] / 60:.1f} min")
-    cams = list(result["held_out"]["rigid"]["cameras"])
+    cams = list(next(iter(result["held_out"].values()))["cameras"])
     header = " ".join(f"{c:>16}" for c in cams)
     print(f"held-out PSNR (dB), whole frame / masked:  {header} {'mean':>16}")
     for name, rows in result["held_out"].items():

@@ -40,6 +40,12 @@ if [ "$(cat .venv/.ani3d-stamp 2>/dev/null)" != "$backend_stamp" ] || ! .venv/bi
   .venv/bin/pip install -q -c .venv/torch-constraint.txt -e ".[test]"
   echo "$backend_stamp" > .venv/.ani3d-stamp
 fi
+# Compile the cloth simulation's kernels once into the per-user cache (about a minute on a CPU the first time,
+# seconds afterwards), so the first job with clothing dynamics does not pay for it.
+if ! .venv/bin/python -c "from backend.dynamics.simulate import kernels_cached; raise SystemExit(0 if kernels_cached() else 1)" 2>/dev/null; then
+  echo "[setup] compiling the cloth simulation's kernels (newton/warp, once per user)"
+  .venv/bin/python -c "from backend.dynamics.simulate import warm_up; print(f'[setup] cloth kernels ready in {warm_up():.0f} s')"
+fi
 
 # ---- Blender test environments -------------------------------------------------------------------------
 blender_env() {  # folder python bpy-version numpy-spec

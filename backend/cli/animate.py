@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 from backend.core.errors import InputError
-from backend.stages.job import QUALITY_PRESETS, JobSpec
+from backend.reconstruct.garment import GARMENT_TYPES
+from backend.stages.job import CLOTH_PRESET_NAMES, DYNAMICS, QUALITY_PRESETS, JobSpec
 from backend.motion import load_motion
 from backend.core.progress import ProgressEvent
 
@@ -43,7 +44,29 @@ def add_job_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--import-pose", choices=("auto", "rest", "apose"), default="auto",
                    help="pose of the --import-gaussians PLY: the body's rest pose, an A-pose, or detect (default)")
     p.add_argument("--renders", action="store_true", help="also write preview renders under renders/")
+    add_dynamics_arguments(p)
     add_sampler_arguments(p)
+
+
+def add_dynamics_arguments(p: argparse.ArgumentParser) -> None:
+    """``--dynamics``, ``--cloth-preset`` and the garment override."""
+    g = p.add_argument_group("clothing dynamics")
+    g.add_argument("--dynamics", choices=DYNAMICS, default="auto",
+                   help="cloth: simulate a loose garment (skirt, dress) with newton; none: skin it rigidly; "
+                        "auto (default): cloth when a loose garment is found")
+    g.add_argument("--cloth-preset", choices=CLOTH_PRESET_NAMES, default="medium", help="fabric of the simulation")
+    g.add_argument("--garment", choices=GARMENT_TYPES, default="auto",
+                   help="override the garment detection: skirt, dress, none (every Gaussian on the body), auto")
+    g.add_argument("--waist-height", type=float, default=None,
+                   help="top of the garment, metres above the soles in the rest pose (default: detected)")
+    g.add_argument("--hem-height", type=float, default=None,
+                   help="hem of the garment, metres above the soles in the rest pose (default: detected)")
+
+
+def garment_overrides(args: argparse.Namespace) -> dict:
+    """The job's ``garment`` object from the command line (only what was given)."""
+    values = {"type": args.garment, "waist_height": args.waist_height, "hem_height": args.hem_height}
+    return {key: value for key, value in values.items() if value is not None and value != "auto"}
 
 
 def add_sampler_arguments(p: argparse.ArgumentParser) -> None:
@@ -103,6 +126,9 @@ def spec_from_args(args: argparse.Namespace, motion) -> JobSpec:
         renders=args.renders,
         sampler=args.sampler,
         sampler_settings=sampler_overrides(args),
+        dynamics=args.dynamics,
+        cloth_preset=args.cloth_preset,
+        garment=garment_overrides(args),
         extras=_reconstruct_extras(args),
     )
 

@@ -55,14 +55,27 @@ def warmup_poses(root_orient: Tensor, pose_body: Tensor, trans: Tensor, frames: 
 
 
 def skinned_layer(surface: GarmentSurface, binding: ClothBinding, joint_transforms: Tensor) -> ClothLayer:
-    """The rigid garment: the surface skinned with its smooth weights. joint_transforms [F, J, 4, 4]."""
-    return ClothLayer(binding, surface.posed(joint_transforms.float()).float(), source="skinned")
+    """The rigid garment: the surface as it hangs in the photo (or at rest) skinned with its smooth weights.
+    joint_transforms [F, J, 4, 4]."""
+    return ClothLayer(binding, surface.posed_hanging(joint_transforms.float()).float(), source="skinned")
 
 
 def hem_radii(vertices: Tensor, surface: GarmentSurface, axis_points: Tensor) -> Tensor:
     """Mean horizontal distance (world XY) of the hem from the vertical axis through ``axis_points`` [F, 3]. [F]"""
     hem = vertices[:, surface.hem_ring]  # [F, S, 3]
     return (hem[..., :2] - axis_points[:, None, :2]).norm(dim=-1).mean(dim=1)
+
+
+def drape(surface: GarmentSurface, body: BodyModel, betas: Tensor | None, warmup_transforms: Tensor, fps: float,
+          settings: DynamicsSettings = DynamicsSettings(), report: Callable[[float, str], None] | None = None) -> Tensor:
+    """The garment settled under gravity on the body at the warm-up's last pose (world). ``-> [M, 3]``"""
+    transforms = warmup_transforms.float()
+    capsules = body_capsules(body, betas)
+    a, b = capsules.posed(body, betas, transforms)
+    result = simulate_cloth(surface.rest_vertices, surface.faces, surface.pinned, surface.posed(transforms),
+                            Capsules(a=a, b=b, radius=capsules.radius), fps, CLOTH_PRESETS[settings.preset],
+                            settings.sim, report)
+    return torch.from_numpy(result.vertices[-1]).float()
 
 
 def simulate_garment(
@@ -93,14 +106,15 @@ def simulate_garment(
         (ClothLayer with ``F`` frames of simulated vertices, record for result.json: preset, device, vertices,
         frames, warm-up frames, seconds, frames per second, hem radii, deepest contact, largest stretch).
     """
-    all_transforms = torch.cat([warmup_transforms, joint_transforms]).float()
+    # the warm-up ends in frame 0's pose: its last frame is frame 0 (so the motion starts where ``drape`` ends)
+    all_transforms = torch.cat([warmup_transforms[:-1], joint_transforms]).float()
     pinned_positions = surface.posed(all_transforms)  # [W + F, M, 3]
     capsules = body_capsules(body, betas)
     a, b = capsules.posed(body, betas, all_transforms)
     result = simulate_cloth(surface.rest_vertices, surface.faces, surface.pinned, pinned_positions,
                             Capsules(a=a, b=b, radius=capsules.radius), fps, CLOTH_PRESETS[settings.preset],
                             settings.sim, report)
-    warm = warmup_transforms.shape[0]
+    warm = warmup_transforms.shape[0] - 1
     vertices = torch.from_numpy(result.vertices[warm:]).float()
     pelvis = all_transforms[warm:, body.joint_names.index("Pelvis"), :3, 3]
     radii = hem_radii(vertices, surface, pelvis)
@@ -112,7 +126,7 @@ def simulate_garment(
     total_frames = result.vertices.shape[0] - 1
     record = {
         "preset": settings.preset, "device": result.device, "vertices": int(surface.rest_vertices.shape[0]),
-        "frames": int(vertices.shape[0]), "warmup_frames": int(warm), "substeps": settings.sim.substeps,
+        "frames": int(vertices.shape[0]), "warmup_frames": int(warm + 1), "substeps": settings.sim.substeps,
         "iterations": settings.sim.iterations,
         "seconds": {k: round(float(v), 4) for k, v in seconds.items()},
         "frames_per_second": round(1.0 / seconds["per_frame"], 3) if seconds.get("per_frame") else None,

@@ -51,12 +51,12 @@ class ClothPreset:
 # Bending rigidities are Kawabata-style measurements (chiffon ~0.005, cotton shirting ~0.05, denim ~1
 # gf·cm²/cm; 1 gf·cm²/cm ≈ 1e-4 N·m); bending lengths (B / (density g))^(1/3): 0.6 cm, 1.7 cm, 2.9 cm.
 CLOTH_PRESETS: dict[str, ClothPreset] = {
-    "light": ClothPreset("light", density=0.05, stretch_stiffness=2.0e3, bend_stiffness=1.0e-7,
-                         damping=2.0e-4, friction=0.3, air_drag=1.5),
-    "medium": ClothPreset("medium", density=0.15, stretch_stiffness=5.0e3, bend_stiffness=7.0e-6,
-                          damping=5.0e-4, friction=0.5, air_drag=0.5),
-    "heavy": ClothPreset("heavy", density=0.40, stretch_stiffness=1.0e4, bend_stiffness=1.0e-4,
-                         damping=2.0e-3, friction=0.7, air_drag=0.2),
+    "light": ClothPreset("light", density=0.06, stretch_stiffness=1.5e3, bend_stiffness=2.0e-7,
+                         damping=1.0e-4, friction=0.3, air_drag=2.0),
+    "medium": ClothPreset("medium", density=0.15, stretch_stiffness=5.0e3, bend_stiffness=1.0e-5,
+                          damping=2.0e-4, friction=0.5, air_drag=0.6),
+    "heavy": ClothPreset("heavy", density=0.35, stretch_stiffness=1.5e4, bend_stiffness=1.0e-4,
+                         damping=5.0e-4, friction=0.7, air_drag=0.25),
 }
 DEFAULT_PRESET = "medium"
 

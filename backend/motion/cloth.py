@@ -46,7 +46,9 @@ class ClothBinding:
         triangles: Garment triangle of each. [G] int64
         barycentric: Anchor point in its triangle. [G, 3]
         faces: Garment mesh triangles. [T, 3] int64
-        rest_vertices: Garment mesh in the body's rest pose (canonical space). [M, 3]
+        rest_vertices: Garment mesh in the pose the Gaussians were bound in (the rest pose, or the photo's). [M, 3]
+        reference: Per-Gaussian canonical -> binding-pose transforms (the rigid layer's blended transforms in the
+            photo's pose), or None when the binding pose is the rest pose. [G, 3, 4]
     """
 
     index: Tensor
@@ -54,6 +56,7 @@ class ClothBinding:
     barycentric: Tensor
     faces: Tensor
     rest_vertices: Tensor
+    reference: Tensor | None = None
 
     @property
     def num_bound(self) -> int:
@@ -67,19 +70,25 @@ class ClothBinding:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> ClothBinding:
         dtype = dtype or self.rest_vertices.dtype
         return ClothBinding(self.index.to(device), self.triangles.to(device), self.barycentric.to(device, dtype),
-                            self.faces.to(device), self.rest_vertices.to(device, dtype))
+                            self.faces.to(device), self.rest_vertices.to(device, dtype),
+                            None if self.reference is None else self.reference.to(device, dtype))
 
 
 def cloth_transforms(binding: ClothBinding, vertices: Tensor) -> Tensor:
-    """Rest -> current rigid map of each bound Gaussian's triangle. ``vertices [M, 3] -> [G, 3, 4]``.
+    """Canonical -> current map of each bound Gaussian: its triangle's rigid map from the binding mesh to
+    ``vertices``, after ``binding.reference`` when given. ``vertices [M, 3] -> [G, 3, 4]``.
 
-    With ``vertices == binding.rest_vertices`` this is the identity up to rounding.
+    With ``vertices == binding.rest_vertices`` this is the identity (or ``reference``) up to rounding.
     """
     rest_points, rest_frames = binding.rest_anchor_frames()
     points = anchor_points(vertices, binding.faces, binding.triangles, binding.barycentric)
     frames = triangle_frames(vertices, binding.faces)[binding.triangles]
     rotation = frames @ rest_frames.transpose(-1, -2)
     translation = points - (rotation @ rest_points[..., None])[..., 0]
+    if binding.reference is not None:
+        ref = binding.reference
+        translation = (rotation @ ref[..., 3:])[..., 0] + translation
+        rotation = rotation @ ref[..., :3]
     return torch.cat([rotation, translation[..., None]], dim=-1)
 
 
@@ -122,7 +131,8 @@ class ClothLayer:
     def save(self, path: str | Path) -> None:
         """Write ``cloth.npz`` (float32 vertices; the caller writes it inside an atomic job folder)."""
         b = self.binding
-        np.savez(path, index=b.index.cpu().numpy(), triangles=b.triangles.cpu().numpy(),
+        extra = {} if b.reference is None else {"reference": b.reference.cpu().float().numpy()}
+        np.savez(path, **extra, index=b.index.cpu().numpy(), triangles=b.triangles.cpu().numpy(),
                  barycentric=b.barycentric.cpu().float().numpy(), faces=b.faces.cpu().numpy(),
                  rest_vertices=b.rest_vertices.cpu().float().numpy(),
                  vertices=self.vertices.cpu().float().numpy(), source=np.array(self.source))
@@ -132,5 +142,6 @@ class ClothLayer:
         with np.load(path, allow_pickle=False) as data:
             binding = ClothBinding(torch.from_numpy(data["index"]).long(), torch.from_numpy(data["triangles"]).long(),
                                    torch.from_numpy(data["barycentric"]), torch.from_numpy(data["faces"]).long(),
-                                   torch.from_numpy(data["rest_vertices"]))
+                                   torch.from_numpy(data["rest_vertices"]),
+                                   torch.from_numpy(data["reference"]) if "reference" in data else None)
             return ClothLayer(binding, torch.from_numpy(data["vertices"]), str(data["source"]))

@@ -49,6 +49,8 @@ class GarmentSurface:
         waist_y: Height of the waist ring (rest frame, m).
         hem_y: Height of the hem (rest frame, m).
         soles_y: Height of the soles (rest frame, m), for heights above the soles.
+        hanging: The garment as it hangs in the photo (world, the photo's pose), when it was draped. [M, 3]
+        hanging_transforms: The photo's joint transforms (rest -> photo pose). [J, 4, 4]
     """
 
     kind: str
@@ -61,6 +63,22 @@ class GarmentSurface:
     waist_y: float
     hem_y: float
     soles_y: float
+    hanging: Tensor | None = None
+    hanging_transforms: Tensor | None = None
+
+    def hanging_rest(self) -> Tensor:
+        """Rest-pose vertices that skin exactly to ``hanging`` (the rest mesh when not draped). [M, 3]"""
+        if self.hanging is None:
+            return self.rest_vertices
+        from backend.motion.skinning import blend_transforms
+
+        blended = blend_transforms(self.skin_weights.double(), self.hanging_transforms.double()[None])[0]
+        return torch.linalg.solve(blended[..., :3], (self.hanging.double() - blended[..., 3])[..., None])[..., 0].float()
+
+    def posed_hanging(self, joint_transforms: Tensor) -> Tensor:
+        """The hanging shape skinned rigidly (the garment of ``--dynamics none``). ``[F, J, 4, 4] -> [F, M, 3]``"""
+        return skin_points(self.hanging_rest().to(joint_transforms.dtype), self.skin_weights.to(joint_transforms.dtype),
+                           joint_transforms)
 
     @property
     def hem_ring(self) -> Tensor:
@@ -200,10 +218,20 @@ def covered_by_garment(points: Tensor, surface: GarmentSurface) -> Tensor:
 
 
 def bind_garment(canonical: Gaussians, surface: GarmentSurface, index: Tensor) -> ClothBinding:
-    """Bind the rest-pose Gaussians ``index`` [G] to their closest garment triangle (exact closest point)."""
-    rest = surface.rest_vertices.to(canonical.means.dtype)
-    tri, bary, _ = nearest_on_mesh(canonical.means[index].detach().cpu(), rest.cpu(), surface.faces, candidates=24)
-    return ClothBinding(index.long().cpu(), tri, bary, surface.faces, rest.cpu())
+    """Bind the Gaussians ``index`` [G] to their closest garment triangle (exact closest point): on the rest mesh,
+    or, for a draped surface, on its hanging shape in the photo's pose, where the photo placed them."""
+    if surface.hanging is None:
+        rest = surface.rest_vertices.to(canonical.means.dtype).cpu()
+        tri, bary, _ = nearest_on_mesh(canonical.means[index].detach().cpu(), rest, surface.faces, candidates=24)
+        return ClothBinding(index.long().cpu(), tri, bary, surface.faces, rest)
+    from backend.motion.skinning import blend_transforms
+
+    weights = canonical.skin_weights[index].detach().cpu().float()
+    reference = blend_transforms(weights, surface.hanging_transforms[None])[0]  # [G, 3, 4]
+    means = canonical.means[index].detach().cpu().float()
+    posed = (reference[..., :3] @ means[..., None])[..., 0] + reference[..., 3]
+    tri, bary, _ = nearest_on_mesh(posed, surface.hanging, surface.faces, candidates=24)
+    return ClothBinding(index.long().cpu(), tri, bary, surface.faces, surface.hanging, reference)
 
 
 def garment_gaussian_index(canonical: Gaussians, surface: GarmentSurface) -> Tensor:
@@ -220,8 +248,9 @@ def garment_gaussian_index(canonical: Gaussians, surface: GarmentSurface) -> Ten
     return chosen.nonzero().squeeze(1)
 
 
-def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, generator: torch.Generator):
-    """Body anchors plus anchors on the garment, at the body anchors' density (``photo_fit.Anchors``).
+def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, generator: torch.Generator
+                    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+    """Which body anchors stay, and anchors on the garment at the body anchors' density.
 
     Torso anchors the garment covers are dropped (the photo cannot see them and they would poke through the
     cloth); leg anchors under it stay, so a flaring skirt shows legs. Garment anchors carry the surface's smooth
@@ -232,24 +261,32 @@ def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, 
         surface: The garment surface (rest frame).
         joint_transforms: Rest->posed transforms of the photo's pose. [J, 4, 4]
         generator: Source of the draws.
+
+    Returns:
+        (keep [N] bool over the body anchors, (rest points, posed points, posed frames, skin weights, part ids)
+        of the garment anchors).
     """
-    from backend.reconstruct.photo_fit import Anchors
     from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 
     covered = covered_by_garment(anchors.rest_points, surface) & (anchors.part_ids == PART_INDEX["torso"])
     keep = ~covered
-    rest = surface.rest_vertices.float()
+    rest = surface.hanging_rest()
     area = float(triangle_areas_normals(rest, surface.faces)[0].sum())
     count = max(16, int(round(area / anchors.spacing ** 2)))
     sample = sample_surface(rest, surface.faces, count, generator)
     corners = surface.faces[sample.triangles]
-    posed_vertices = surface.posed(joint_transforms.float())
+    posed_vertices = surface.hanging if surface.hanging is not None else surface.posed(joint_transforms.float())
     posed_points = (sample.barycentric[..., None] * posed_vertices[corners]).sum(dim=1)
     _, posed_normals = triangle_areas_normals(posed_vertices, surface.faces)
     weights = (sample.barycentric[..., None] * surface.skin_weights.float()[corners]).sum(dim=1)
     parts = torch.full((count,), PART_INDEX["garment"], dtype=anchors.part_ids.dtype)
-    return Anchors(torch.cat([anchors.rest_points[keep], sample.points]),
-                   torch.cat([anchors.posed_points[keep], posed_points]),
-                   torch.cat([anchors.posed_frames[keep], tangent_frames(posed_normals[sample.triangles])]),
-                   torch.cat([anchors.skin_weights[keep], weights / weights.sum(dim=1, keepdim=True)]),
-                   torch.cat([anchors.part_ids[keep], parts]), anchors.spacing)
+    return keep, (sample.points, posed_points, tangent_frames(posed_normals[sample.triangles]),
+                  weights / weights.sum(dim=1, keepdim=True), parts)
+
+
+def with_hanging(surface: GarmentSurface, hanging: Tensor, joint_transforms: Tensor) -> GarmentSurface:
+    """The surface with the shape it hangs in, in the photo's pose: ``hanging`` [M, 3] under ``joint_transforms``
+    [J, 4, 4]. The simulation keeps the rest mesh; the Gaussians are placed on, and bound to, the hanging shape."""
+    from dataclasses import replace
+
+    return replace(surface, hanging=hanging.float(), hanging_transforms=joint_transforms.float())

@@ -525,9 +525,18 @@ def reconstruct_photo(
     if garment is not None:
         from backend.reconstruct.garment_surface import garment_anchors
 
-        anchors = garment_anchors(anchors, garment, view.pose.joint_transforms, generator)
+        keep, extra = garment_anchors(anchors, garment, view.pose.joint_transforms, generator)
+        anchors = Anchors(*(torch.cat([mine[keep], theirs]) for mine, theirs in zip(
+            (anchors.rest_points, anchors.posed_points, anchors.posed_frames, anchors.skin_weights, anchors.part_ids),
+            extra)), anchors.spacing)
     fit = fit_reference(view, anchors, settings, report)
-    colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, fit.visibility,
+    visibility = fit.visibility
+    if garment is not None:  # a closed garment hides its own back: back-facing garment splats are never "seen"
+        eye = view.camera.positions[0].to(anchors.posed_points.dtype)
+        back = (anchors.posed_frames[:, :, 2] * (anchors.posed_points - eye)).sum(-1) > 0
+        visibility = torch.where(back & (anchors.part_ids == PART_INDEX["garment"]), torch.zeros_like(visibility),
+                                 visibility)
+    colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, visibility,
                                                fit.posed.colors, fit.offsets[:, 2], backfill)
     if backfill.depth:
         eye = view.camera.positions[0].to(anchors.posed_points.dtype)

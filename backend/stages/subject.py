@@ -87,6 +87,26 @@ def _surface(body: BodyModel, betas: torch.Tensor, detection: GarmentDetection, 
     return surface
 
 
+def draped(spec: JobSpec, body: BodyModel, betas: torch.Tensor, motion, garment: GarmentSurface,
+           reference_transforms: torch.Tensor) -> GarmentSurface:
+    """The garment as it hangs in the photo: settled by the cloth simulation from the rest pose into the photo's
+    pose, then carried back to the rest pose, so the Gaussians are fitted on the shape the simulation starts from
+    (whatever the job's ``dynamics``)."""
+    from backend.dynamics.garment_motion import DynamicsSettings, drape, warmup_poses
+    from backend.reconstruct.garment_surface import with_hanging
+    from backend.stages.posing import motion_tensors
+
+    frame = spec.reference_frame or 0
+    t = motion_tensors(motion, body)
+    settings = DynamicsSettings(preset=spec.cloth_preset)
+    root, pose, trans = warmup_poses(t["root_orient"][frame], t["pose_body"][frame], t["trans"][frame],
+                                     settings.warmup_frames)
+    with torch.no_grad():
+        warm = body(t["betas"], root, pose, trans, None).joint_transforms.float()
+    hanging = drape(garment, body, betas, warm, motion.fps, settings)
+    return with_hanging(garment, hanging, reference_transforms.float())
+
+
 def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator, report: StageProgress,
                       warnings: list[str], details: dict | None = None) -> Subject:
     """The job's subject in the body's rest pose, bound to the body (imported or reconstructed from the photo),
@@ -152,6 +172,9 @@ def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator
         levels = body_levels(body, betas)
         detection = apply_override(detect_in_photo(view, body, betas, levels), override, levels)
     garment = _surface(body, betas, detection, details if details is not None else {})
+    if garment is not None:
+        report(0.04, "draping the garment on the body in the photo's pose")
+        garment = draped(spec, body, betas, motion, garment, view.pose.joint_transforms)
     settings = photo_fit_settings_for(spec.quality)
     if settings.max_gaussians is not None and spec.gaussians > settings.max_gaussians:
         warnings.append(f"gaussians: quality '{spec.quality}' fits at most {settings.max_gaussians} Gaussians "

@@ -25,6 +25,7 @@ LAYERS = [
     {"motion"},
     {"render"},
     {"reconstruct"},
+    {"dynamics"},
     {"diffusion"},
     {"train"},
     {"stages"},
