@@ -71,6 +71,23 @@ class ANI3DHUMAN_PT_settings(_Panel, bpy.types.Panel):
         layout.prop(props, "seed")
 
 
+class ANI3DHUMAN_PT_dynamics(_Panel, bpy.types.Panel):
+    bl_idname = "ANI3DHUMAN_PT_dynamics"
+    bl_label = "Clothing Dynamics"
+    bl_parent_id = "ANI3DHUMAN_PT_settings"
+
+    def draw_header(self, context):
+        self.layout.prop(context.scene.ani3dhuman, "clothing_dynamics", text="")
+
+    def draw(self, context):
+        props = context.scene.ani3dhuman
+        layout = self.layout
+        layout.prop(props, "garment")
+        row = layout.row()
+        row.enabled = props.clothing_dynamics and props.garment != "none"
+        row.prop(props, "cloth_preset")
+
+
 class ANI3DHUMAN_PT_sampler(_Panel, bpy.types.Panel):
     bl_idname = "ANI3DHUMAN_PT_sampler"
     bl_label = "Sampler"
@@ -149,7 +166,8 @@ class ANI3DHUMAN_PT_results(_Panel, bpy.types.Panel):
         col.operator("ani3dhuman.export_usd", icon="EXPORT")
 
 
-CLASSES = (ANI3DHUMAN_PT_backend, ANI3DHUMAN_PT_subject, ANI3DHUMAN_PT_settings, ANI3DHUMAN_PT_sampler,
+CLASSES = (ANI3DHUMAN_PT_backend, ANI3DHUMAN_PT_subject, ANI3DHUMAN_PT_settings, ANI3DHUMAN_PT_dynamics,
+           ANI3DHUMAN_PT_sampler,
            ANI3DHUMAN_PT_animate,
            ANI3DHUMAN_PT_results)
 

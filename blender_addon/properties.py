@@ -13,6 +13,17 @@ QUALITY_ITEMS = (
 )
 
 
+CLOTH_PRESET_ITEMS = (
+    ("light", "Light", "Chiffon-like: light and floppy, flares and floats"),
+    ("medium", "Medium", "Cotton: the default"),
+    ("heavy", "Heavy", "Denim or wool: heavier, stiffer, swings less"),
+)
+GARMENT_ITEMS = (
+    ("auto", "Detect", "Find a skirt in the photo's silhouette (or the imported Gaussians)"),
+    ("skirt", "Skirt", "The person wears a skirt (waist to hem)"),
+    ("dress", "Dress", "The person wears a dress (chest to hem; the bodice stays on the body)"),
+    ("none", "None", "No loose garment: every Gaussian follows the body"),
+)
 SAMPLER_ITEMS = (
     ("paper", "Paper", "The paper's sampler: fresh noise γ = σ; steps and strength from the quality"),
     ("released", "Released", "The released code's: 7 steps, strength 0.7, λ 0.05, full re-noise, CFG 5, "
@@ -83,6 +94,15 @@ class Ani3DHumanSettings(bpy.types.PropertyGroup):
     gaussians: IntProperty(name="Gaussians", default=20000, min=100, max=2_000_000,
                            description="Number of Gaussians of the person")
     seed: IntProperty(name="Seed", default=0, min=0)
+
+    # Clothing dynamics: a loose garment (skirt, dress) simulated as cloth
+    clothing_dynamics: BoolProperty(name="Clothing Dynamics", default=True,
+                                    description="Simulate a loose garment (skirt, dress) found on the person as "
+                                                "cloth; off: the garment follows the body rigidly")
+    cloth_preset: EnumProperty(name="Fabric", items=CLOTH_PRESET_ITEMS, default="medium",
+                               description="Fabric of the simulated garment")
+    garment: EnumProperty(name="Garment", items=GARMENT_ITEMS, default="auto",
+                          description="Which loose garment the person wears (Detect: from the photo)")
 
     # Advanced: the restoration's sampler (sent with a prior only)
     sampler: EnumProperty(name="Sampler", items=SAMPLER_ITEMS, default="paper",

@@ -292,9 +292,18 @@ def build_spec(scene, props) -> tuple[dict, str | None]:
         spec["camera"] = camera
     if reference is not None:
         spec["reference_frame"] = reference
+    spec.update(dynamics_spec(props))
     if spec["prior"] != "none":
         spec["sampler"], spec["sampler_settings"] = sampler_spec(props)
     return spec, image
+
+
+def dynamics_spec(props) -> dict:
+    """``dynamics``, ``cloth_preset`` and the ``garment`` override of the job from the Clothing Dynamics panel."""
+    spec = {"dynamics": "auto" if props.clothing_dynamics else "none", "cloth_preset": props.cloth_preset}
+    if props.garment != "auto":
+        spec["garment"] = {"type": props.garment}
+    return spec
 
 
 def sampler_spec(props) -> tuple[str, dict]:

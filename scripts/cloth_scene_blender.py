@@ -66,7 +66,8 @@ SHOES = (0.045, 0.022, 0.010)
 CHECK_A = (0.60, 0.02, 0.02)
 CHECK_B = (0.85, 0.85, 0.85)
 PART_MATERIAL = {"head": 0, "left_arm": 0, "right_arm": 0, "left_hand": 0, "right_hand": 0, "torso": 1,
-                 "left_leg": 2, "right_leg": 2, "left_foot": 3, "right_foot": 3}
+                 "left_leg": 2, "right_leg": 2, "left_foot": 3, "right_foot": 3,
+                 "garment": 2}  # no body vertex is labelled garment; listed so the table covers every part
 
 
 class Timer:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from backend.cli.animate import add_job_arguments, log_progress, spec_from_args
+from backend.cli.animate import add_job_arguments, garment_overrides, log_progress, spec_from_args
 from backend.motion.builtin import BUILTIN_MOTIONS
 
 log = logging.getLogger(__name__)
@@ -29,21 +29,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_photo_demo(args: argparse.Namespace, body, out: Path) -> None:
-    """Reference photo (synthetic, known truth) -> reconstruct -> animate with the walk, as a user would."""
+    """Reference photo (synthetic, known truth) -> reconstruct -> animate, as a user would: the walk, and the twirl
+    with and without clothing dynamics, compared side by side from behind and from the side."""
     import json
 
-    from backend.stages.demo_photo import write_reference_photo
+    from backend.stages.demo_photo import write_dynamics_comparison, write_reference_photo
     from backend.stages.job import JobSpec
     from backend.motion.builtin import builtin_motion
     from backend.stages.animate import animate
 
     walk = builtin_motion("walk", body, frames=args.frames)
+    twirl = builtin_motion("twirl", body, frames=args.frames)
     photo, camera = write_reference_photo(body, walk, out / "photo_input", frame=0, seed=args.seed)
-    log.info("demo: photo journey — reconstructing the person in %s, then animating the walk", photo)
-    spec = JobSpec(motion=walk, body=args.body, gaussians=args.gaussians, seed=args.seed, quality=args.quality,
-                   image=str(photo.resolve()), camera=json.loads(camera.read_text()), reference_frame=0,
-                   renders=args.renders)
-    animate(spec, out / "photo_walk", log_progress)
+    log.info("demo: photo journey — reconstructing the person in %s, then animating the walk and the twirl", photo)
+    common = dict(body=args.body, gaussians=args.gaussians, seed=args.seed, quality=args.quality,
+                  image=str(photo.resolve()), camera=json.loads(camera.read_text()), reference_frame=0,
+                  cloth_preset=args.cloth_preset, garment=garment_overrides(args))
+    animate(JobSpec(motion=walk, renders=args.renders, dynamics=args.dynamics, **common), out / "photo_walk",
+            log_progress)
+    # The twirl's first frame stands like the walk's: the same photo serves both.
+    animate(JobSpec(motion=twirl, renders=args.renders, dynamics="cloth", **common), out / "photo_twirl",
+            log_progress)
+    animate(JobSpec(motion=twirl, dynamics="none", **common), out / "photo_twirl_rigid", log_progress)
+    folder = write_dynamics_comparison(out / "photo_twirl", out / "photo_twirl_rigid", out / "dynamics_twirl",
+                                       fps=twirl.fps)["frames"]
+    log.info("demo: clothing dynamics side by side (behind: cloth | rigid, side: cloth | rigid) in %s", folder)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,13 +1,14 @@
 """Garment cloth dynamics: one cloth mesh, newton's VBD solver, kinematic capsule colliders.
 
 The garment is pinned where it is attached to the body (``pinned``: those vertices follow the rigidly
-skinned garment exactly) and hangs freely elsewhere under gravity, against capsules that follow the body's
-bones. World frame: Z up (Blender), metres, seconds. ``simulate_cloth`` builds one newton model per call
-and steps it ``settings.substeps`` times per motion frame; pinned targets and capsule poses are
-interpolated linearly inside a frame. Runs on CPU (warp's bundled LLVM) or CUDA.
+skinned garment exactly) and hangs freely elsewhere under gravity and air drag, against capsules that follow
+the body's bones. World frame: Z up (Blender), metres, seconds. ``simulate_cloth`` builds one newton model
+per call and steps it ``settings.substeps`` times per motion frame; pinned targets and capsule end points are
+interpolated linearly inside a frame. Runs on CPU (warp's bundled LLVM) or CUDA. No self-contact.
 
-Kernels are compiled once per machine into ``cache_dir()`` (``configure_warp``); ``warm_up`` does that
-ahead of time (about a minute on a CPU), ``kernels_cached`` tells whether it has happened.
+Kernels are compiled once per machine into ``cache_dir()`` (``configure_warp``); ``warm_up`` does that ahead
+of time (about a minute on a CPU), ``kernels_cached`` tells whether it has happened. newton and warp are
+imported lazily, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -31,12 +32,12 @@ class ClothPreset:
     Attributes:
         name: Preset name.
         density: Mass per area [kg/m²].
-        stretch_stiffness: Membrane stiffness (Lamé mu = lambda of VBD's Neo-Hookean membrane) [N/m].
-        bend_stiffness: Bending rigidity [N·m]; turned into a per-edge dihedral stiffness from the rest mesh,
-            so the fabric bends alike at any mesh resolution.
-        damping: Stiffness-proportional damping time [s] (stretch and bend: kd = damping × k).
+        stretch_stiffness: Membrane stiffness [N/m] (both Lamé parameters of VBD's Neo-Hookean membrane).
+        bend_stiffness: Bending rigidity [N·m]; turned into per-edge dihedral stiffness from the rest mesh, so
+            the fabric bends alike at any mesh resolution.
+        damping: Stiffness-proportional damping time [s] of stretch and bend (kd = damping × k).
         friction: Coulomb friction coefficient against the body.
-        air_drag: Velocity damping rate [1/s] (air resistance per unit mass: larger for light fabric).
+        air_drag: Velocity damping rate [1/s]: air resistance per unit mass, so larger for light fabric.
     """
 
     name: str
@@ -48,8 +49,10 @@ class ClothPreset:
     air_drag: float
 
 
-# Bending rigidities are Kawabata-style measurements (chiffon ~0.005, cotton shirting ~0.05, denim ~1
-# gf·cm²/cm; 1 gf·cm²/cm ≈ 1e-4 N·m); bending lengths (B / (density g))^(1/3): 0.6 cm, 1.7 cm, 2.9 cm.
+# Bending rigidity from Kawabata-style values (chiffon ~0.002, cotton shirting ~0.1, denim ~1 gf·cm²/cm;
+# 1 gf·cm²/cm ≈ 1e-4 N·m), i.e. bending lengths (B / (density·g))^(1/3) of 0.7, 1.9 and 3.1 cm. Air drag is
+# linearised drag per unit mass (~0.1 N·s/m³ / density). Damping stays small: VBD's damping term stiffens its
+# local systems and, at 5 iterations, lets the cloth stretch more.
 CLOTH_PRESETS: dict[str, ClothPreset] = {
     "light": ClothPreset("light", density=0.06, stretch_stiffness=1.5e3, bend_stiffness=2.0e-7,
                          damping=1.0e-4, friction=0.3, air_drag=2.0),
@@ -68,7 +71,7 @@ class SimSettings:
     Attributes:
         substeps: Solver steps per motion frame.
         iterations: VBD iterations per substep.
-        contact_margin: Distance [m] kept between the cloth vertices and the capsule surfaces.
+        contact_margin: Distance [m] kept between cloth vertices and capsule surfaces (the particle radius).
         gravity: Gravity along world Z [m/s²].
         device: Warp device (``"cpu"``, ``"cuda:0"``); None: ``"cuda:0"`` when warp sees CUDA, else ``"cpu"``.
     """
@@ -90,9 +93,9 @@ class Capsules:
         radius: Radius per capsule [m]. [C]
     """
 
-    a: object
-    b: object
-    radius: object
+    a: np.ndarray
+    b: np.ndarray
+    radius: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,8 @@ class ClothResult:
     Attributes:
         vertices: Cloth vertex world positions per input frame (frame 0 is the start pose). [F, M, 3] float32
         device: Warp device it ran on.
-        seconds: ``build`` (model), ``compile`` (solver setup + first substep: kernel compile/load),
-            ``simulate`` (the other substeps), ``per_frame`` (simulate time per frame).
+        seconds: ``build`` (newton model), ``compile`` (solver setup + first substep: kernel compile or load),
+            ``simulate`` (the other substeps), ``per_frame`` (``simulate`` per motion frame).
         max_penetration: Deepest free cloth vertex inside any capsule over all frames [m] (0 if none).
         max_stretch: Largest edge length / rest length over all frames.
     """
@@ -116,13 +119,13 @@ class ClothResult:
 
 
 ReportFn = Callable[[float, str], None]
-_COMPILING = "compiling cloth kernels (first run, about a minute on a CPU) ..."
-_CONTACT_KE = 1.0e4  # cloth-body contact stiffness [N/m]
+COMPILING_MESSAGE = "compiling cloth kernels (first run, about a minute on a CPU) ..."
+_CONTACT_KE = 1.0e5  # cloth-body contact stiffness [N/m]: ~0.2 mm into the margin under a taut skirt
 _CONTACT_KD = 1.0e-2  # cloth-body contact damping [N·s/m]
 
 
 def cache_dir() -> Path:
-    """Per-user warp kernel cache: ``$ANI3DHUMAN_CACHE/warp``, else the platform cache ``/ani3dhuman/warp``."""
+    """Per-user kernel cache: ``$ANI3DHUMAN_CACHE/warp``, else ``<platform cache>/ani3dhuman/warp``."""
     if os.environ.get("ANI3DHUMAN_CACHE"):
         return Path(os.environ["ANI3DHUMAN_CACHE"]).expanduser() / "warp"
     if sys.platform == "win32":
@@ -135,24 +138,29 @@ def cache_dir() -> Path:
 
 
 def configure_warp() -> None:
-    """Point warp's kernel cache at ``cache_dir()``, quiet its log, and initialise it. Idempotent."""
+    """Point warp's kernel cache at ``cache_dir()``, quiet its log (warnings and errors only), initialise it.
+
+    Idempotent. When warp was initialised elsewhere first, its cache is moved to ``cache_dir()``.
+    """
     import warp as wp
 
     path = cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
+    initialized = _warp_initialized()
     if wp.config.kernel_cache_dir != str(path):
         wp.config.kernel_cache_dir = str(path)
-        if _warp_initialized():  # someone initialised warp first: move its cache (warp's documented way)
+        if initialized:
             import warp._src.build as wp_build
 
             wp_build.init_kernel_cache(str(path))
-    if not _warp_initialized():
+    if not initialized:
         _quiet_init(wp)
 
 
 def kernels_cached(device: str | None = None) -> bool:
-    """Whether a previous successful simulation on this kind of device left compiled kernels in ``cache_dir()``."""
+    """Whether a successful simulation on this kind of device (default: ``SimSettings().device``) left compiled
+    kernels in ``cache_dir()`` (a marker per newton/warp version and device kind)."""
     return _marker(device).is_file()
 
 
@@ -167,61 +175,61 @@ def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Cap
         pinned: Vertices attached to the body; they follow ``pinned_positions`` exactly. [M] bool
         pinned_positions: Per-frame target of every vertex (the rigidly skinned garment); the cloth starts
             from frame 0 with zero velocity. [F, M, 3]
-        capsules: Colliders with F frames; they move kinematically, interpolated inside a frame.
+        capsules: Colliders with F frames, moved kinematically (end points interpolated inside a frame).
         fps: Motion frames per second.
         preset: The fabric.
         settings: Solver settings.
-        report: Optional ``report(fraction, message)``, called before the first step and after every frame.
+        report: Optional ``report(fraction, message)``: once before the first step (``COMPILING_MESSAGE`` when
+            ``kernels_cached()`` is False), then after every frame.
 
     Returns:
-        ClothResult; ``vertices[0] == pinned_positions[0]``.
+        ClothResult, ``vertices[0] == pinned_positions[0]``.
 
     Raises:
-        ValueError: One line naming the argument, on a wrong shape, a non-finite value or F < 1.
+        ValueError: One line naming the argument: a wrong shape, a non-finite value, F < 1.
+        FloatingPointError: The simulation diverged (never seen at the presets and default settings).
     """
     rest, tris, pin, targets, cap_a, cap_b, radius = _validate(rest_vertices, faces, pinned, pinned_positions,
                                                                capsules, fps, settings)
     configure_warp()
+    import newton  # noqa: F401  (import time is not build time)
     import warp as wp
 
     device = _resolve_device(settings.device)
     frames, substeps = targets.shape[0], settings.substeps
-    cached = kernels_cached(device)
-    if report is not None:
-        report(0.0, _COMPILING if not cached else f"cloth: {frames - 1} frames, {rest.shape[0]} vertices")
-    t0 = time.perf_counter()
-    sim = _Sim(rest, tris, pin, targets[0], cap_a, cap_b, radius, preset, settings, device)
-    t1 = time.perf_counter()
     out = np.empty_like(targets)
     out[0] = targets[0]
+    seconds = {"build": 0.0, "compile": 0.0, "simulate": 0.0, "per_frame": 0.0}
+    if frames == 1:
+        return ClothResult(out, device, seconds, _max_penetration(out[:, ~pin], cap_a, cap_b, radius), 1.0)
+    cached = kernels_cached(device)
+    if report is not None:
+        report(0.0, COMPILING_MESSAGE if not cached else f"cloth: {frames - 1} frames, {len(rest)} vertices")
+    t0 = time.perf_counter()
+    sim = _Sim(rest, tris, pin, targets[0], cap_a[0], cap_b[0], radius, preset, settings, device)
+    t1 = time.perf_counter()
     dt = 1.0 / (fps * substeps)
-    first_step = 0.0
     for f in range(1, frames):
         for s in range(substeps):
-            alpha = (s + 1) / substeps
-            start = time.perf_counter()
             sim.step(targets[f - 1], targets[f], cap_a[f - 1], cap_b[f - 1], cap_a[f], cap_b[f],
-                     s / substeps, alpha, dt)
+                     s / substeps, (s + 1) / substeps, dt)
             if f == 1 and s == 0:
                 wp.synchronize_device(device)
-                first_step = time.perf_counter() - start
+                t_first = time.perf_counter()
         out[f] = sim.positions()
+        if not np.isfinite(out[f]).all():
+            raise FloatingPointError(f"cloth simulation diverged at frame {f} (non-finite vertex positions)")
         if report is not None:
-            elapsed = time.perf_counter() - t1 - first_step
-            rate = f / elapsed if elapsed > 0 else 0.0
-            report(f / (frames - 1), f"cloth: frame {f}/{frames - 1} ({rate:.1f} fps)")
+            elapsed = time.perf_counter() - t1
+            report(f / (frames - 1), f"cloth: frame {f}/{frames - 1} ({f / max(elapsed, 1e-9):.1f} fps)")
     t2 = time.perf_counter()
-    if not np.isfinite(out).all():
-        raise FloatingPointError("cloth simulation diverged (non-finite vertex positions)")
-    if frames > 1 and not cached:
+    if not cached:
         _write_marker(device)
-    simulate = t2 - t1 - first_step
-    seconds = {"build": t1 - t0, "compile": sim.setup_seconds + first_step, "simulate": simulate,
-               "per_frame": simulate / max((frames - 1) - 1.0 / substeps, 1.0 / substeps)}
-    seconds["build"] -= sim.setup_seconds
-    return ClothResult(vertices=out, device=device, seconds=seconds,
-                       max_penetration=_max_penetration(out[:, ~pin], cap_a, cap_b, radius),
-                       max_stretch=_max_stretch(out, rest, tris))
+    seconds = {"build": t1 - t0 - sim.setup_seconds, "compile": sim.setup_seconds + t_first - t1,
+               "simulate": t2 - t_first}
+    seconds["per_frame"] = seconds["simulate"] / max(frames - 1 - 1.0 / substeps, 1.0 / substeps)
+    return ClothResult(out, device, seconds, _max_penetration(out[:, ~pin], cap_a, cap_b, radius),
+                       _max_stretch(out, rest, tris))
 
 
 def warm_up(device: str | None = None) -> float:
@@ -231,64 +239,46 @@ def warm_up(device: str | None = None) -> float:
         Seconds it took.
     """
     start = time.perf_counter()
-    rest, faces, ring = cone_mesh(around=8, down=4)
-    pinned = np.zeros(len(rest), bool)
-    pinned[ring] = True
-    targets = np.stack([rest, rest])
+    angle = np.arange(8) * np.pi / 4
+    rings = [np.stack([r * np.cos(angle), r * np.sin(angle), np.full(8, z)], 1) for r, z in ((0.15, 1.0), (0.2, 0.8))]
+    rest = np.concatenate(rings).astype(np.float32)
+    k = np.arange(8)
+    faces = np.concatenate([np.stack([k, k + 8, (k + 1) % 8 + 8], 1), np.stack([k, (k + 1) % 8 + 8, (k + 1) % 8], 1)])
     a = np.array([[[0.0, 0.0, 0.95]]] * 2, np.float32)
-    caps = Capsules(a=a, b=a - np.array([0, 0, 0.3], np.float32), radius=np.array([0.08], np.float32))
-    simulate_cloth(rest, faces, pinned, targets, caps, fps=24.0, settings=SimSettings(device=device))
+    caps = Capsules(a=a, b=a - np.array([0.0, 0.0, 0.3], np.float32), radius=np.array([0.08], np.float32))
+    simulate_cloth(rest, faces, np.arange(16) < 8, np.stack([rest, rest]), caps, fps=24.0,
+                   settings=SimSettings(device=device))
     return time.perf_counter() - start
-
-
-def cone_mesh(around: int = 16, down: int = 8, top_radius: float = 0.15, top_z: float = 1.0,
-              bottom_radius: float = 0.25, bottom_z: float = 0.6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An open cone (a skirt) about the Z axis: ``(vertices [(down+1)·around, 3], faces [T, 3], top ring [around])``.
-
-    Row 0 is the top ring (the waist), row ``down`` the hem; vertex ``r·around + k`` is row r, angle k.
-    """
-    rows = np.linspace(0.0, 1.0, down + 1)
-    angle = np.arange(around) * 2 * np.pi / around
-    r = np.repeat((top_radius + (bottom_radius - top_radius) * rows)[:, None], around, axis=1)
-    z = np.repeat((top_z + (bottom_z - top_z) * rows)[:, None], around, axis=1)
-    verts = np.stack([r * np.cos(angle), r * np.sin(angle), z], axis=-1).reshape(-1, 3).astype(np.float32)
-    i, k = np.meshgrid(np.arange(down), np.arange(around), indexing="ij")
-    v00, v01 = i * around + k, i * around + (k + 1) % around
-    v10, v11 = v00 + around, v01 + around
-    faces = np.concatenate([np.stack([v00, v10, v11], -1).reshape(-1, 3), np.stack([v00, v11, v01], -1).reshape(-1, 3)])
-    return verts, faces.astype(np.int64), np.arange(around)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 
 
 class _Sim:
     """The newton model, solver, collision pipeline and the two states of one simulation."""
 
-    def __init__(self, rest, faces, pinned, start, cap_a, cap_b, radius, preset, settings, device):
+    def __init__(self, rest, faces, pinned, start, a0, b0, radius, preset, settings, device):
         import newton
         import warp as wp
 
-        self.wp, self.device = wp, device
+        self.wp, self.device, self.air_drag = wp, device, preset.air_drag
         builder = newton.ModelBuilder(up_axis=newton.Axis.Z, gravity=(0.0, 0.0, float(settings.gravity)))
         builder.add_cloth_mesh(pos=wp.vec3(0.0, 0.0, 0.0), rot=wp.quat_identity(), scale=1.0,
-                               vel=wp.vec3(0.0, 0.0, 0.0), vertices=rest.tolist(), indices=faces.reshape(-1).tolist(),
+                               vel=wp.vec3(0.0, 0.0, 0.0), vertices=rest.tolist(), indices=faces.ravel().tolist(),
                                density=preset.density, tri_ke=preset.stretch_stiffness,
                                tri_ka=preset.stretch_stiffness, tri_kd=preset.damping * preset.stretch_stiffness,
                                edge_ke=0.0, edge_kd=0.0, particle_radius=settings.contact_margin)
-        edges = np.asarray(builder.edge_indices, np.int64).reshape(-1, 4)
-        ke = _edge_bend_stiffness(rest, edges, preset.bend_stiffness)
+        ke = _edge_bend_stiffness(rest, np.asarray(builder.edge_indices, np.int64).reshape(-1, 4),
+                                  preset.bend_stiffness)
         builder.edge_bending_properties = [(k, preset.damping * k) for k in ke.tolist()]
-        for i in np.flatnonzero(pinned).tolist():
+        for i in np.flatnonzero(pinned).tolist():  # pinned: not integrated; positions written every substep
             builder.particle_flags[i] = int(builder.particle_flags[i]) & ~int(newton.ParticleFlags.ACTIVE)
         cfg = newton.ModelBuilder.ShapeConfig(density=0.0, ke=_CONTACT_KE, kd=_CONTACT_KD, mu=preset.friction,
                                               margin=0.0, has_shape_collision=False, has_particle_collision=True)
-        self.half = 0.5 * np.linalg.norm(cap_b - cap_a, axis=-1).mean(axis=0)  # [C]; a bone keeps its length
-        self.rot = np.tile(np.array([0.0, 0.0, 0.0, 1.0]), (len(radius), 1))  # parallel-transported frames
-        self.rot = _transport(self.rot, np.array([0.0, 0.0, 1.0]), _axis(cap_a[0], cap_b[0]))
+        # newton's capsule axis is its local +Z; a bone keeps its length, so one half height per capsule.
+        half = 0.5 * np.linalg.norm(b0 - a0, axis=-1)
+        self.axis = _axis(a0, b0)
+        self.rot = _transport(np.tile([0.0, 0.0, 0.0, 1.0], (len(radius), 1)), np.array([0.0, 0.0, 1.0]), self.axis)
         for c in range(len(radius)):
             body = builder.add_body(mass=0.0, is_kinematic=True, label=f"capsule{c}")
-            builder.add_shape_capsule(body, radius=float(radius[c]), half_height=float(self.half[c]), cfg=cfg)
+            builder.add_shape_capsule(body, radius=float(radius[c]), half_height=float(half[c]), cfg=cfg)
         builder.color(include_bending=True)
         self.model = builder.finalize(device=device)
         self.model.soft_contact_ke, self.model.soft_contact_kd = _CONTACT_KE, _CONTACT_KD
@@ -298,72 +288,70 @@ class _Sim:
                                                integrate_with_external_rigid_solver=True)
         self.pipeline = self.contacts = None
         if len(radius):
-            gap = max(0.01, 2.0 * settings.contact_margin)
+            gap = max(0.01, 2.0 * settings.contact_margin)  # detection slack: a capsule moves ~1 cm per substep
             self.pipeline = newton.CollisionPipeline(self.model, soft_contact_gap=gap,
                                                      include_static_kinematic_pairs=False)
             self.contacts = self.pipeline.contacts()
-        self.state_in, self.state_out = self.model.state(), self.model.state()
-        self.control = self.model.control()
+        self.state_in, self.state_out, self.control = self.model.state(), self.model.state(), self.model.control()
         self.state_in.particle_q.assign(start)
         self.state_in.particle_qd.zero_()
+        self.pinned = pinned
         self.pin_index = wp.array(np.flatnonzero(pinned).astype(np.int32), dtype=wp.int32, device=device)
-        self.pin_mask = pinned
         self.pin_target = wp.zeros(int(pinned.sum()), dtype=wp.vec3, device=device)
-        self.air_drag = preset.air_drag
         self.kernels = _kernels()
-        self.prev_axis = _axis(cap_a[0], cap_b[0])
         self.setup_seconds = time.perf_counter() - t
 
     def step(self, target0, target1, a0, b0, a1, b1, alpha0, alpha1, dt):
         """One substep from ``alpha0`` to ``alpha1`` of the way between two frames."""
-        wp, n_pin = self.wp, self.pin_index.shape[0]
-        if n_pin:
-            pin = self.pin_mask
-            self.pin_target.assign(((1.0 - alpha1) * target0[pin] + alpha1 * target1[pin]).astype(np.float32))
-            wp.launch(self.kernels["pin"], dim=n_pin, inputs=[self.pin_index, self.pin_target],
+        wp = self.wp
+        if self.pin_index.shape[0]:  # pinned vertices go to their end-of-substep targets before the solve
+            self.pin_target.assign((1.0 - alpha1) * target0[self.pinned] + alpha1 * target1[self.pinned])
+            wp.launch(self.kernels["pin"], dim=self.pin_index.shape[0], inputs=[self.pin_index, self.pin_target],
                       outputs=[self.state_in.particle_q], device=self.device)
-        if self.pipeline is not None:
+        if self.pipeline is not None:  # kinematic bodies: previous pose in, current pose out (friction velocity)
             self.state_in.body_q.assign(self._poses(a0, b0, a1, b1, alpha0, advance=False))
             self.state_out.body_q.assign(self._poses(a0, b0, a1, b1, alpha1, advance=True))
             self.pipeline.collide(self.state_in, self.contacts)
         self.solver.step(self.state_in, self.state_out, self.control, self.contacts, dt)
         if self.air_drag > 0:
-            wp.launch(self.kernels["drag"], dim=self.model.particle_count,
-                      inputs=[float(np.exp(-self.air_drag * dt))], outputs=[self.state_out.particle_qd],
-                      device=self.device)
+            wp.launch(self.kernels["drag"], dim=self.model.particle_count, inputs=[float(np.exp(-self.air_drag * dt))],
+                      outputs=[self.state_out.particle_qd], device=self.device)
         self.state_in, self.state_out = self.state_out, self.state_in
 
     def positions(self) -> np.ndarray:
+        """Current vertex positions. [M, 3] float32 (a copy)"""
         return np.array(self.state_in.particle_q.numpy(), dtype=np.float32, copy=True)
 
     def _poses(self, a0, b0, a1, b1, alpha, advance):
-        """Capsule body transforms ``[C, 7]`` (p, quat xyzw) at ``alpha``; ``advance`` keeps the transported frame."""
+        """Capsule body transforms ``[C, 7]`` (position, quaternion xyzw) at ``alpha`` between two frames.
+
+        The rotation is parallel-transported from the previous substep (smallest turn of the axis), so it
+        never flips and the finite-difference body velocity newton uses for friction stays smooth.
+        """
         a, b = (1.0 - alpha) * a0 + alpha * a1, (1.0 - alpha) * b0 + alpha * b1
         axis = _axis(a, b)
-        rot = _transport(self.rot, self.prev_axis, axis)
+        rot = _transport(self.rot, self.axis, axis)
         if advance:
-            self.rot, self.prev_axis = rot, axis
+            self.rot, self.axis = rot, axis
         return np.concatenate([0.5 * (a + b), rot], axis=1).astype(np.float32)
 
 
 def _kernels() -> dict:
-    """The two small warp kernels of this module (pin write, air drag), built once per process."""
-    cached = _kernels.__dict__.get("cache")
-    if cached is not None:
-        return cached
-    import warp as wp
+    """This module's two warp kernels (write pinned positions, air drag); defined once per process."""
+    if "cache" not in _kernels.__dict__:
+        import warp as wp
 
-    @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
-    def set_pinned(index: wp.array[wp.int32], target: wp.array[wp.vec3], q: wp.array[wp.vec3]):
-        i = wp.tid()
-        q[index[i]] = target[i]
+        @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
+        def set_pinned(index: wp.array[wp.int32], target: wp.array[wp.vec3], q: wp.array[wp.vec3]):
+            i = wp.tid()
+            q[index[i]] = target[i]
 
-    @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
-    def damp_velocity(factor: float, qd: wp.array[wp.vec3]):
-        i = wp.tid()
-        qd[i] = qd[i] * factor
+        @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
+        def damp_velocity(factor: float, qd: wp.array[wp.vec3]):
+            i = wp.tid()
+            qd[i] = qd[i] * factor
 
-    _kernels.cache = {"pin": set_pinned, "drag": damp_velocity}
+        _kernels.cache = {"pin": set_pinned, "drag": damp_velocity}
     return _kernels.cache
 
 
@@ -374,7 +362,7 @@ def _warp_initialized() -> bool:
 
 
 def _quiet_init(wp) -> None:
-    """``wp.init()``; without a CUDA driver warp's native code prints a warning on stderr, which is noise here."""
+    """``wp.init()``; without a CUDA driver, warp's native code prints a warning on stderr that is noise here."""
     import ctypes.util
 
     if sys.platform == "win32" or ctypes.util.find_library("cuda") is not None:
@@ -412,7 +400,7 @@ def _write_marker(device: str) -> None:
     try:
         _marker(device).write_text(json.dumps({"device": device, "time": time.time()}) + "\n")
     except OSError:
-        pass  # best effort: the next run reports "compiling" again
+        pass  # best effort: the next run only reports "compiling" again
 
 
 def _as_array(x, name: str, dtype) -> np.ndarray:
@@ -425,6 +413,7 @@ def _as_array(x, name: str, dtype) -> np.ndarray:
 
 
 def _validate(rest_vertices, faces, pinned, pinned_positions, capsules, fps, settings):
+    """Checked numpy copies: rest [M, 3], faces [T, 3] int64, pinned [M] bool, targets [F, M, 3], a, b, radius."""
     rest = _as_array(rest_vertices, "rest_vertices", np.float32)
     if rest.ndim != 2 or rest.shape[1] != 3 or rest.shape[0] < 3:
         raise ValueError(f"rest_vertices: expected [M, 3] with M >= 3, got {list(rest.shape)}")
@@ -436,20 +425,19 @@ def _validate(rest_vertices, faces, pinned, pinned_positions, capsules, fps, set
         raise ValueError(f"faces: expected integer vertex indices in [0, {m})")
     pin = _as_array(pinned, "pinned", np.float64)
     if pin.shape != (m,) or not np.isin(pin, (0.0, 1.0)).all():
-        raise ValueError(f"pinned: expected [{m}] bool, got {list(pin.shape)} {pin.dtype}")
+        raise ValueError(f"pinned: expected [{m}] bool, got shape {list(pin.shape)}")
     targets = _as_array(pinned_positions, "pinned_positions", np.float32)
     if targets.ndim != 3 or targets.shape[0] < 1 or targets.shape[1:] != (m, 3):
         raise ValueError(f"pinned_positions: expected [F, {m}, 3] with F >= 1, got {list(targets.shape)}")
     if not isinstance(capsules, Capsules):
         raise ValueError(f"capsules: expected a Capsules, got {type(capsules).__name__}")
-    a = _as_array(capsules.a, "capsules.a", np.float32)
-    b = _as_array(capsules.b, "capsules.b", np.float32)
+    a, b = _as_array(capsules.a, "capsules.a", np.float32), _as_array(capsules.b, "capsules.b", np.float32)
     radius = _as_array(capsules.radius, "capsules.radius", np.float32)
     if radius.ndim != 1:
         raise ValueError(f"capsules.radius: expected [C], got {list(radius.shape)}")
     for name, arr in (("capsules.a", a), ("capsules.b", b)):
         if arr.shape != (targets.shape[0], radius.shape[0], 3):
-            raise ValueError(f"{name}: expected [{targets.shape[0]}, {radius.shape[0]}, 3] (F, C, 3), "
+            raise ValueError(f"{name}: expected [F, C, 3] = {[targets.shape[0], radius.shape[0], 3]}, "
                              f"got {list(arr.shape)}")
     for name, arr in (("rest_vertices", rest), ("pinned_positions", targets), ("capsules.a", a),
                       ("capsules.b", b), ("capsules.radius", radius)):
@@ -457,25 +445,25 @@ def _validate(rest_vertices, faces, pinned, pinned_positions, capsules, fps, set
             raise ValueError(f"{name}: contains non-finite values")
     if (radius <= 0).any():
         raise ValueError("capsules.radius: must be > 0")
-    if not (isinstance(fps, (int, float, np.number)) and np.isfinite(fps) and fps > 0):
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not (np.isfinite(fps) and fps > 0):
         raise ValueError(f"fps: expected a positive number, got {fps!r}")
     if settings.substeps < 1 or settings.iterations < 1 or not settings.contact_margin > 0:
-        raise ValueError("settings: substeps and iterations must be >= 1 and contact_margin > 0")
+        raise ValueError("settings: substeps and iterations must be >= 1, contact_margin > 0")
     return rest, tris.astype(np.int64), pin.astype(bool), targets, a, b, radius
 
 
 def _edge_bend_stiffness(rest: np.ndarray, edges: np.ndarray, rigidity: float) -> np.ndarray:
-    """Per-edge dihedral stiffness ``[E]`` giving bending rigidity ``rigidity`` [N·m] on the rest mesh.
+    """Per-edge dihedral stiffness ``[E]`` for bending rigidity ``rigidity`` [N·m] on the rest mesh.
 
-    newton's edge energy is ``½ ke L θ²``; the continuum ``½ B κ² A_e`` with ``A_e = (A1 + A2) / 3`` and
-    ``θ = κ (h1 + h2) / 3`` (centroid distance across the edge) gives ``ke = ¾ B L / (A1 + A2)``.
+    newton's edge energy is ``½ ke L θ²``; equal to the continuum ``½ B κ² A_e`` with ``A_e = (A1 + A2) / 3``
+    and ``θ = κ (h1 + h2) / 3`` (centroid distance across the edge) when ``ke = ¾ B L / (A1 + A2)``.
+    Boundary edges (``edges[:, :2] == -1``) get 0. ``edges [E, 4]``: (opposite 0, opposite 1, v0, v1).
     """
     ke = np.zeros(len(edges))
     inner = (edges[:, 0] >= 0) & (edges[:, 1] >= 0)
     o0, o1, v0, v1 = (rest[edges[inner, j]].astype(np.float64) for j in range(4))
-    length = np.linalg.norm(v1 - v0, axis=1)
     area = 0.5 * (np.linalg.norm(np.cross(v0 - o0, v1 - o0), axis=1) + np.linalg.norm(np.cross(v0 - o1, v1 - o1), axis=1))
-    ke[inner] = 0.75 * rigidity * length / np.maximum(area, 1e-12)
+    ke[inner] = 0.75 * rigidity * np.linalg.norm(v1 - v0, axis=1) / np.maximum(area, 1e-12)
     return ke
 
 
@@ -487,34 +475,30 @@ def _axis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _transport(rot: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Turn quaternions ``rot [C, 4]`` (x, y, z, w) by the smallest rotation taking axis ``old`` to ``new``."""
+    """Quaternions ``rot [C, 4]`` (x, y, z, w) turned by the smallest rotation taking axes ``old`` to ``new [C, 3]``."""
     old = np.broadcast_to(old, new.shape)
-    cross, dot = np.cross(old, new), np.sum(old * new, axis=-1)
-    q = np.concatenate([cross, (1.0 + dot)[:, None]], axis=1)
-    flip = dot < -1.0 + 1e-9  # opposite axes: half turn about any perpendicular axis
+    dot = np.sum(old * new, axis=-1)
+    q = np.concatenate([np.cross(old, new), (1.0 + dot)[:, None]], axis=1)
+    flip = dot < -1.0 + 1e-9  # opposite axes: a half turn about any perpendicular axis
     if flip.any():
-        perp = np.cross(old[flip], np.array([1.0, 0.0, 0.0]))
+        perp = np.cross(old[flip], [1.0, 0.0, 0.0])
         perp = np.where(np.linalg.norm(perp, axis=1, keepdims=True) < 1e-6, np.cross(old[flip], [0.0, 1.0, 0.0]), perp)
         q[flip] = np.concatenate([perp, np.zeros((len(perp), 1))], axis=1)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    x1, y1, z1, w1 = q.T
-    x2, y2, z2, w2 = rot.T
+    x1, y1, z1, w1 = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    x2, y2, z2, w2 = np.asarray(rot, np.float64).T
     out = np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], axis=1)
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _max_penetration(points: np.ndarray, a: np.ndarray, b: np.ndarray, radius: np.ndarray) -> float:
-    """Deepest point inside any capsule over all frames [m]: ``points [F, N, 3]``, ``a, b [F, C, 3]``."""
+    """Deepest point inside any capsule over all frames [m], 0 if none: ``points [F, N, 3]``, ``a, b [F, C, 3]``."""
     deepest = 0.0
-    if points.shape[1] == 0 or radius.shape[0] == 0:
-        return deepest
-    for f in range(points.shape[0]):
+    for f in range(points.shape[0] if points.shape[1] and radius.shape[0] else 0):
         p, s, d = points[f].astype(np.float64), a[f].astype(np.float64), (b[f] - a[f]).astype(np.float64)
         t = np.einsum("ncj,cj->nc", p[:, None] - s[None], d) / np.maximum(np.sum(d * d, axis=1), 1e-18)
         closest = s[None] + np.clip(t, 0.0, 1.0)[..., None] * d[None]
-        depth = radius[None] - np.linalg.norm(p[:, None] - closest, axis=-1)
-        deepest = max(deepest, float(depth.max()))
+        deepest = max(deepest, float((radius[None] - np.linalg.norm(p[:, None] - closest, axis=-1)).max()))
     return deepest
 
 
@@ -522,6 +506,6 @@ def _max_stretch(vertices: np.ndarray, rest: np.ndarray, faces: np.ndarray) -> f
     """Largest edge length / rest length over all frames; ``vertices [F, M, 3]``."""
     edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1), axis=0)
     rest_len = np.linalg.norm(rest[edges[:, 0]] - rest[edges[:, 1]], axis=1)
-    ok = rest_len > 1e-9
-    length = np.linalg.norm(vertices[:, edges[ok, 0]] - vertices[:, edges[ok, 1]], axis=-1)
-    return float((length / rest_len[ok]).max()) if ok.any() else 1.0
+    edges = edges[rest_len > 1e-9]
+    length = np.linalg.norm(vertices[:, edges[:, 0]] - vertices[:, edges[:, 1]], axis=-1)
+    return float((length / rest_len[rest_len > 1e-9]).max()) if len(edges) else 1.0

@@ -248,9 +248,10 @@ def garment_gaussian_index(canonical: Gaussians, surface: GarmentSurface) -> Ten
     return chosen.nonzero().squeeze(1)
 
 
-def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, generator: torch.Generator
-                    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
-    """Which body anchors stay, and anchors on the garment at the body anchors' density.
+def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, generator: torch.Generator,
+                    total: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]:
+    """Which body anchors stay, and anchors on the garment: as many as bring the count to ``total``, or (None)
+    at the body anchors' density.
 
     Torso anchors the garment covers are dropped (the photo cannot see them and they would poke through the
     cloth); leg anchors under it stay, so a flaring skirt shows legs. Garment anchors carry the surface's smooth
@@ -272,7 +273,7 @@ def garment_anchors(anchors, surface: GarmentSurface, joint_transforms: Tensor, 
     keep = ~covered
     rest = surface.hanging_rest()
     area = float(triangle_areas_normals(rest, surface.faces)[0].sum())
-    count = max(16, int(round(area / anchors.spacing ** 2)))
+    count = max(16, int(round(area / anchors.spacing ** 2)) if total is None else total - int(keep.sum()))
     sample = sample_surface(rest, surface.faces, count, generator)
     corners = surface.faces[sample.triangles]
     posed_vertices = surface.hanging if surface.hanging is not None else surface.posed(joint_transforms.float())

@@ -469,6 +469,11 @@ def with_settings(settings: PhotoFitSettings, **changes) -> PhotoFitSettings:
     return replace(settings, **changes)
 
 
+BACK_FACING = 0.3
+"""A garment splat whose normal points away from the photo's camera by more than this (cosine) is behind the
+garment: the photo never shows it, whatever its fitted visibility (the sides, seen at grazing angles, keep theirs)."""
+
+
 # ---- the whole photo -> canonical path ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Reconstruction:
@@ -516,16 +521,17 @@ def reconstruct_photo(
 
     backfill = backfill or BackfillSettings()
     n = num_gaussians if settings.max_gaussians is None else min(num_gaussians, settings.max_gaussians)
-    if garment is not None:  # the garment's share of the count, at the body's density
+    n_body = n
+    if garment is not None:  # the body's share of the count, at one density over body and garment
         rest = body.rest_vertices(betas).detach().cpu().float()
         body_area = float(triangle_areas_normals(rest, body.faces.cpu())[0].sum())
         garment_area = float(triangle_areas_normals(garment.rest_vertices.float(), garment.faces)[0].sum())
-        n = max(1, round(n * body_area / (body_area + garment_area)))
-    anchors = sample_anchors(body, betas, view.pose.vertices, n, generator)
+        n_body = max(1, round(n * body_area / (body_area + garment_area)))
+    anchors = sample_anchors(body, betas, view.pose.vertices, n_body, generator)
     if garment is not None:
         from backend.reconstruct.garment_surface import garment_anchors
 
-        keep, extra = garment_anchors(anchors, garment, view.pose.joint_transforms, generator)
+        keep, extra = garment_anchors(anchors, garment, view.pose.joint_transforms, generator, total=n)
         anchors = Anchors(*(torch.cat([mine[keep], theirs]) for mine, theirs in zip(
             (anchors.rest_points, anchors.posed_points, anchors.posed_frames, anchors.skin_weights, anchors.part_ids),
             extra)), anchors.spacing)
@@ -533,7 +539,8 @@ def reconstruct_photo(
     visibility = fit.visibility
     if garment is not None:  # a closed garment hides its own back: back-facing garment splats are never "seen"
         eye = view.camera.positions[0].to(anchors.posed_points.dtype)
-        back = (anchors.posed_frames[:, :, 2] * (anchors.posed_points - eye)).sum(-1) > 0
+        view_dir = torch.nn.functional.normalize(anchors.posed_points - eye, dim=-1)
+        back = (anchors.posed_frames[:, :, 2] * view_dir).sum(-1) > BACK_FACING
         visibility = torch.where(back & (anchors.part_ids == PART_INDEX["garment"]), torch.zeros_like(visibility),
                                  visibility)
     colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, visibility,

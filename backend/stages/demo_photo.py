@@ -45,3 +45,29 @@ def write_reference_photo(body: BodyModel, motion: Motion, out_dir: Path, *, fra
     camera_path = out_dir / "camera.json"
     save_cameras(camera, camera_path)
     return photo, camera_path
+
+
+def write_dynamics_comparison(with_cloth: Path, without: Path, out_dir: Path, *, fps: float = 24.0,
+                              width: int = 240, height: int = 320) -> dict[str, Path]:
+    """Side by side, frame by frame: [cloth | rigid garment] seen from behind, then [cloth | rigid] from the side
+    (fixed world cameras: behind = azimuth 180°, side = 90°), from the two jobs' exported frames. Written with
+    ``render.sequence.write_render_folder`` (PNG frames, contact sheet, MP4)."""
+    from backend.gaussians import load_ply
+    from backend.render.sequence import render_sequence, write_render_folder
+    from backend.render.trajectories import frame_subject, orbit_cameras
+    from backend.stages.job import frame_filename
+
+    count = len(list((with_cloth / "frames").glob("frame_*.ply")))
+    probe = torch.unique(torch.linspace(0, count - 1, min(count, 8)).round().long())
+    points = torch.cat([load_ply(with_cloth / "frames" / frame_filename(int(i))).means for i in probe])
+    framing = frame_subject(points, fov_y_deg=40.0, width=width, height=height)
+    settings = RenderSettings(background=(0.12, 0.13, 0.16))
+    columns = []
+    for azimuth in (180.0, 90.0):
+        camera = orbit_cameras(framing, num_frames=1, start_azimuth_deg=azimuth, elevation_deg=10.0, width=width,
+                               height=height)
+        for job in (with_cloth, without):
+            columns.append(render_sequence(lambda i, job=job: load_ply(job / "frames" / frame_filename(i)), camera,
+                                           num_frames=count, settings=settings))
+    side_by_side = np.concatenate([np.asarray(c) for c in columns], axis=2)
+    return write_render_folder(side_by_side, out_dir, fps=fps)

@@ -74,6 +74,15 @@ def test_camera_from_json_is_the_inverse_of_camera_json(res, shift):
         session.camera_from_json(scene, {**js, "fy": 300.0})
 
 
+def test_dynamics_panel_becomes_the_job_specs_dynamics_fields(addon):
+    props = bpy.context.scene.ani3dhuman
+    assert props.clothing_dynamics and props.garment == "auto"  # dynamics on by default, garment detected
+    assert session.dynamics_spec(props) == {"dynamics": "auto", "cloth_preset": "medium"}
+    props.clothing_dynamics, props.cloth_preset, props.garment = False, "heavy", "dress"
+    assert session.dynamics_spec(props) == {"dynamics": "none", "cloth_preset": "heavy", "garment": {"type": "dress"}}
+    props.clothing_dynamics, props.cloth_preset, props.garment = True, "medium", "auto"
+
+
 def test_sampler_panel_becomes_the_job_specs_sampler_fields(addon):
     props = bpy.context.scene.ani3dhuman
     props.sampler, props.override_sampler = "released", False
