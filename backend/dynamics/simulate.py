@@ -1,18 +1,15 @@
-"""Garment cloth dynamics: one cloth mesh, newton's VBD solver, kinematic capsule colliders.
+"""Garment cloth dynamics: one cloth mesh, newton's VBD solver, kinematic capsule colliders; no self-contact.
 
-The garment is pinned where it is attached to the body (``pinned``: those vertices follow the rigidly
-skinned garment exactly) and hangs freely elsewhere under gravity and air drag, against capsules that follow
-the body's bones. World frame: Z up (Blender), metres, seconds. ``simulate_cloth`` builds one newton model
-per call and steps it ``settings.substeps`` times per motion frame; pinned targets and capsule end points are
-interpolated linearly inside a frame. Runs on CPU (warp's bundled LLVM) or CUDA. No self-contact.
-
-Kernels are compiled once per machine into ``cache_dir()`` (``configure_warp``); ``warm_up`` does that ahead
-of time (about a minute on a CPU), ``kernels_cached`` tells whether it has happened. newton and warp are
-imported lazily, so importing this module is cheap.
+Pinned vertices (where the garment is attached) follow the rigidly skinned garment exactly; the rest hangs under
+gravity and air drag against capsules that follow the bones. Z up (Blender), metres, seconds. One newton model
+per call, ``settings.substeps`` steps per motion frame with targets and capsules interpolated linearly; CPU
+(warp's LLVM) or CUDA. Kernels compile once per machine into ``cache_dir()`` (``warm_up`` does it ahead of
+time, ``kernels_cached`` tells); newton and warp are imported lazily, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -49,10 +46,9 @@ class ClothPreset:
     air_drag: float
 
 
-# Bending rigidity from Kawabata-style values (chiffon ~0.002, cotton shirting ~0.1, denim ~1 gf·cm²/cm;
-# 1 gf·cm²/cm ≈ 1e-4 N·m), i.e. bending lengths (B / (density·g))^(1/3) of 0.7, 1.9 and 3.1 cm. Air drag is
-# linearised drag per unit mass (~0.1 N·s/m³ / density). Damping stays small: VBD's damping term stiffens its
-# local systems and, at 5 iterations, lets the cloth stretch more.
+# Bending rigidity: Kawabata-style values (chiffon ~0.002, cotton ~0.1, denim ~1 gf·cm²/cm ≈ 1e-4 N·m), bending
+# lengths (B / (density·g))^(1/3) 0.7, 1.9, 3.1 cm. Air drag: linearised drag per unit mass. Damping stays small:
+# VBD's damping term stiffens its local solves and, at 5 iterations, lets the cloth stretch more.
 CLOTH_PRESETS: dict[str, ClothPreset] = {
     "light": ClothPreset("light", density=0.06, stretch_stiffness=1.5e3, bend_stiffness=2.0e-7,
                          damping=1.0e-4, friction=0.3, air_drag=2.0),
@@ -118,8 +114,7 @@ class ClothResult:
     max_stretch: float = 1.0
 
 
-ReportFn = Callable[[float, str], None]
-COMPILING_MESSAGE = "compiling cloth kernels (first run, about a minute on a CPU) ..."
+_COMPILING = "compiling cloth kernels (first run, about a minute on a CPU) ..."
 _CONTACT_KE = 1.0e5  # cloth-body contact stiffness [N/m]: ~0.2 mm into the margin under a taut skirt
 _CONTACT_KD = 1.0e-2  # cloth-body contact damping [N·s/m]
 
@@ -128,34 +123,40 @@ def cache_dir() -> Path:
     """Per-user kernel cache: ``$ANI3DHUMAN_CACHE/warp``, else ``<platform cache>/ani3dhuman/warp``."""
     if os.environ.get("ANI3DHUMAN_CACHE"):
         return Path(os.environ["ANI3DHUMAN_CACHE"]).expanduser() / "warp"
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "ani3dhuman" / "warp"
+    base = {"win32": os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local",
+            "darwin": Path.home() / "Library" / "Caches"}.get(sys.platform)
+    return Path(base or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ani3dhuman" / "warp"
 
 
 def configure_warp() -> None:
-    """Point warp's kernel cache at ``cache_dir()``, quiet its log (warnings and errors only), initialise it.
+    """Point warp's kernel cache at ``cache_dir()`` (also when warp was initialised elsewhere first), quiet its log
+    (warnings and errors only), initialise it. Idempotent."""
+    import ctypes.util
 
-    Idempotent. When warp was initialised elsewhere first, its cache is moved to ``cache_dir()``.
-    """
     import warp as wp
+    import warp._src.build as wp_build
+    import warp._src.context as wp_context
 
     path = cache_dir()
     path.mkdir(parents=True, exist_ok=True)
     wp.config.log_level = max(wp.config.log_level, wp.LOG_WARNING)
-    initialized = _warp_initialized()
     if wp.config.kernel_cache_dir != str(path):
         wp.config.kernel_cache_dir = str(path)
-        if initialized:
-            import warp._src.build as wp_build
-
+        if wp_context.runtime is not None:
             wp_build.init_kernel_cache(str(path))
-    if not initialized:
-        _quiet_init(wp)
+    if wp_context.runtime is not None:
+        return
+    if sys.platform == "win32" or ctypes.util.find_library("cuda") is not None:
+        return wp.init()
+    sys.stderr.flush()  # no CUDA driver: warp's native code would print a warning on stderr, noise here
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        wp.init()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def kernels_cached(device: str | None = None) -> bool:
@@ -166,8 +167,8 @@ def kernels_cached(device: str | None = None) -> bool:
 
 def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Capsules, fps: float,
                    preset: ClothPreset = CLOTH_PRESETS[DEFAULT_PRESET], settings: SimSettings = SimSettings(),
-                   report: ReportFn | None = None) -> ClothResult:
-    """Simulate a garment over a motion.
+                   report: Callable[[float, str], None] | None = None) -> ClothResult:
+    """Simulate a garment over a motion; the result's ``vertices[0] == pinned_positions[0]``.
 
     Args:
         rest_vertices: The garment at rest; defines rest lengths and angles (not the start pose). [M, 3]
@@ -179,11 +180,8 @@ def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Cap
         fps: Motion frames per second.
         preset: The fabric.
         settings: Solver settings.
-        report: Optional ``report(fraction, message)``: once before the first step (``COMPILING_MESSAGE`` when
+        report: Optional ``report(fraction, message)``: once before the first step (says it is compiling kernels when
             ``kernels_cached()`` is False), then after every frame.
-
-    Returns:
-        ClothResult, ``vertices[0] == pinned_positions[0]``.
 
     Raises:
         ValueError: One line naming the argument: a wrong shape, a non-finite value, F < 1.
@@ -199,14 +197,14 @@ def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Cap
     frames, substeps = targets.shape[0], settings.substeps
     out = np.empty_like(targets)
     out[0] = targets[0]
-    seconds = {"build": 0.0, "compile": 0.0, "simulate": 0.0, "per_frame": 0.0}
-    if frames == 1:
-        return ClothResult(out, device, seconds, _max_penetration(out[:, ~pin], cap_a, cap_b, radius), 1.0)
+    if frames == 1:  # nothing to simulate
+        return ClothResult(out, device, dict.fromkeys(("build", "compile", "simulate", "per_frame"), 0.0),
+                           _max_penetration(out[:, ~pin], cap_a, cap_b, radius), 1.0)
     cached = kernels_cached(device)
     if report is not None:
-        report(0.0, COMPILING_MESSAGE if not cached else f"cloth: {frames - 1} frames, {len(rest)} vertices")
+        report(0.0, _COMPILING if not cached else f"cloth: {frames - 1} frames, {len(rest)} vertices")
     t0 = time.perf_counter()
-    sim = _Sim(rest, tris, pin, targets[0], cap_a[0], cap_b[0], radius, preset, settings, device)
+    sim = _Sim(rest, tris, pin, targets[0], cap_a, cap_b, radius, preset, settings, device)
     t1 = time.perf_counter()
     dt = 1.0 / (fps * substeps)
     for f in range(1, frames):
@@ -216,15 +214,16 @@ def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Cap
             if f == 1 and s == 0:
                 wp.synchronize_device(device)
                 t_first = time.perf_counter()
-        out[f] = sim.positions()
+        out[f] = sim.state_in.particle_q.numpy()  # a copy into float32
         if not np.isfinite(out[f]).all():
             raise FloatingPointError(f"cloth simulation diverged at frame {f} (non-finite vertex positions)")
         if report is not None:
-            elapsed = time.perf_counter() - t1
-            report(f / (frames - 1), f"cloth: frame {f}/{frames - 1} ({f / max(elapsed, 1e-9):.1f} fps)")
+            rate = (f - 1.0 / substeps) / max(time.perf_counter() - t_first, 1e-9)  # after the (compiling) first step
+            report(f / (frames - 1), f"cloth: frame {f}/{frames - 1} ({rate:.1f} fps)")
     t2 = time.perf_counter()
     if not cached:
-        _write_marker(device)
+        with contextlib.suppress(OSError):  # best effort: the next run only reports "compiling" again
+            _marker(device).write_text(json.dumps({"device": device, "time": time.time()}) + "\n")
     seconds = {"build": t1 - t0 - sim.setup_seconds, "compile": sim.setup_seconds + t_first - t1,
                "simulate": t2 - t_first}
     seconds["per_frame"] = seconds["simulate"] / max(frames - 1 - 1.0 / substeps, 1.0 / substeps)
@@ -233,16 +232,10 @@ def simulate_cloth(rest_vertices, faces, pinned, pinned_positions, capsules: Cap
 
 
 def warm_up(device: str | None = None) -> float:
-    """Run a tiny simulation (a pinned cone around one capsule, 2 frames) so the kernels land in the cache.
-
-    Returns:
-        Seconds it took.
-    """
-    start = time.perf_counter()
-    angle = np.arange(8) * np.pi / 4
-    rings = [np.stack([r * np.cos(angle), r * np.sin(angle), np.full(8, z)], 1) for r, z in ((0.15, 1.0), (0.2, 0.8))]
-    rest = np.concatenate(rings).astype(np.float32)
-    k = np.arange(8)
+    """Simulate a tiny pinned cone around one capsule for 2 frames so the kernels land in the cache; seconds taken."""
+    start, k = time.perf_counter(), np.arange(8)
+    rest = np.concatenate([np.stack([r * np.cos(k * np.pi / 4), r * np.sin(k * np.pi / 4), np.full(8, z)], 1)
+                           for r, z in ((0.15, 1.0), (0.2, 0.8))]).astype(np.float32)
     faces = np.concatenate([np.stack([k, k + 8, (k + 1) % 8 + 8], 1), np.stack([k, (k + 1) % 8 + 8, (k + 1) % 8], 1)])
     a = np.array([[[0.0, 0.0, 0.95]]] * 2, np.float32)
     caps = Capsules(a=a, b=a - np.array([0.0, 0.0, 0.3], np.float32), radius=np.array([0.08], np.float32))
@@ -254,7 +247,7 @@ def warm_up(device: str | None = None) -> float:
 class _Sim:
     """The newton model, solver, collision pipeline and the two states of one simulation."""
 
-    def __init__(self, rest, faces, pinned, start, a0, b0, radius, preset, settings, device):
+    def __init__(self, rest, faces, pinned, start, cap_a, cap_b, radius, preset, settings, device):
         import newton
         import warp as wp
 
@@ -272,9 +265,9 @@ class _Sim:
             builder.particle_flags[i] = int(builder.particle_flags[i]) & ~int(newton.ParticleFlags.ACTIVE)
         cfg = newton.ModelBuilder.ShapeConfig(density=0.0, ke=_CONTACT_KE, kd=_CONTACT_KD, mu=preset.friction,
                                               margin=0.0, has_shape_collision=False, has_particle_collision=True)
-        # newton's capsule axis is its local +Z; a bone keeps its length, so one half height per capsule.
-        half = 0.5 * np.linalg.norm(b0 - a0, axis=-1)
-        self.axis = _axis(a0, b0)
+        # newton's capsule axis is its local +Z; a bone keeps its length: one half height per capsule.
+        half = 0.5 * np.linalg.norm(cap_b - cap_a, axis=-1).mean(axis=0)
+        self.axis = _axis(cap_a[0], cap_b[0])
         self.rot = _transport(np.tile([0.0, 0.0, 0.0, 1.0], (len(radius), 1)), np.array([0.0, 0.0, 1.0]), self.axis)
         for c in range(len(radius)):
             body = builder.add_body(mass=0.0, is_kinematic=True, label=f"capsule{c}")
@@ -293,8 +286,7 @@ class _Sim:
                                                      include_static_kinematic_pairs=False)
             self.contacts = self.pipeline.contacts()
         self.state_in, self.state_out, self.control = self.model.state(), self.model.state(), self.model.control()
-        self.state_in.particle_q.assign(start)
-        self.state_in.particle_qd.zero_()
+        self.state_in.particle_q.assign(start)  # velocities start at zero
         self.pinned = pinned
         self.pin_index = wp.array(np.flatnonzero(pinned).astype(np.int32), dtype=wp.int32, device=device)
         self.pin_target = wp.zeros(int(pinned.sum()), dtype=wp.vec3, device=device)
@@ -318,16 +310,9 @@ class _Sim:
                       outputs=[self.state_out.particle_qd], device=self.device)
         self.state_in, self.state_out = self.state_out, self.state_in
 
-    def positions(self) -> np.ndarray:
-        """Current vertex positions. [M, 3] float32 (a copy)"""
-        return np.array(self.state_in.particle_q.numpy(), dtype=np.float32, copy=True)
-
     def _poses(self, a0, b0, a1, b1, alpha, advance):
-        """Capsule body transforms ``[C, 7]`` (position, quaternion xyzw) at ``alpha`` between two frames.
-
-        The rotation is parallel-transported from the previous substep (smallest turn of the axis), so it
-        never flips and the finite-difference body velocity newton uses for friction stays smooth.
-        """
+        """Capsule body transforms ``[C, 7]`` (position, quaternion xyzw) at ``alpha``; rotations are parallel-
+        transported from the last substep, so the finite-difference velocity newton uses for friction is smooth."""
         a, b = (1.0 - alpha) * a0 + alpha * a1, (1.0 - alpha) * b0 + alpha * b1
         axis = _axis(a, b)
         rot = _transport(self.rot, self.axis, axis)
@@ -343,48 +328,20 @@ def _kernels() -> dict:
 
         @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
         def set_pinned(index: wp.array[wp.int32], target: wp.array[wp.vec3], q: wp.array[wp.vec3]):
-            i = wp.tid()
-            q[index[i]] = target[i]
+            q[index[wp.tid()]] = target[wp.tid()]
 
         @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
         def damp_velocity(factor: float, qd: wp.array[wp.vec3]):
-            i = wp.tid()
-            qd[i] = qd[i] * factor
+            qd[wp.tid()] = qd[wp.tid()] * factor
 
         _kernels.cache = {"pin": set_pinned, "drag": damp_velocity}
     return _kernels.cache
 
 
-def _warp_initialized() -> bool:
-    import warp._src.context as wp_context
-
-    return wp_context.runtime is not None
-
-
-def _quiet_init(wp) -> None:
-    """``wp.init()``; without a CUDA driver, warp's native code prints a warning on stderr that is noise here."""
-    import ctypes.util
-
-    if sys.platform == "win32" or ctypes.util.find_library("cuda") is not None:
-        wp.init()
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            wp.init()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _resolve_device(device: str | None) -> str:
     import warp as wp
 
-    if device is None:
-        return "cuda:0" if wp.get_cuda_device_count() > 0 else "cpu"
-    return str(wp.get_device(device))
+    return str(wp.get_device(device)) if device else "cuda:0" if wp.get_cuda_device_count() > 0 else "cpu"
 
 
 def _marker(device: str | None) -> Path:
@@ -396,73 +353,57 @@ def _marker(device: str | None) -> Path:
     return cache_dir() / f"ani3dhuman-cloth-{versions}-{kind}.ok"
 
 
-def _write_marker(device: str) -> None:
-    try:
-        _marker(device).write_text(json.dumps({"device": device, "time": time.time()}) + "\n")
-    except OSError:
-        pass  # best effort: the next run only reports "compiling" again
-
-
 def _as_array(x, name: str, dtype) -> np.ndarray:
-    if hasattr(x, "detach"):  # a torch tensor, on any device
-        x = x.detach().cpu().numpy()
-    try:
-        return np.asarray(x, dtype=dtype)
+    try:  # numpy, lists, torch tensors on any device
+        return np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: not a numeric array ({error})") from None
 
 
 def _validate(rest_vertices, faces, pinned, pinned_positions, capsules, fps, settings):
     """Checked numpy copies: rest [M, 3], faces [T, 3] int64, pinned [M] bool, targets [F, M, 3], a, b, radius."""
+    def check(ok, name: str, expected: str, got=None):
+        if not ok:
+            raise ValueError(f"{name}: expected {expected}" + (f", got {list(got.shape)}" if got is not None else ""))
+
     rest = _as_array(rest_vertices, "rest_vertices", np.float32)
-    if rest.ndim != 2 or rest.shape[1] != 3 or rest.shape[0] < 3:
-        raise ValueError(f"rest_vertices: expected [M, 3] with M >= 3, got {list(rest.shape)}")
+    check(rest.ndim == 2 and rest.shape[1] == 3 and rest.shape[0] >= 3, "rest_vertices", "[M, 3], M >= 3", rest)
     m = rest.shape[0]
     tris = _as_array(faces, "faces", np.float64)
-    if tris.ndim != 2 or tris.shape[1] != 3 or tris.shape[0] < 1:
-        raise ValueError(f"faces: expected [T, 3] with T >= 1, got {list(tris.shape)}")
-    if not np.isfinite(tris).all() or (tris != np.round(tris)).any() or tris.min() < 0 or tris.max() >= m:
-        raise ValueError(f"faces: expected integer vertex indices in [0, {m})")
+    check(tris.ndim == 2 and tris.shape[1] == 3 and tris.shape[0] >= 1, "faces", "[T, 3], T >= 1", tris)
+    check(np.isfinite(tris).all() and (tris == np.round(tris)).all() and tris.min() >= 0 and tris.max() < m,
+          "faces", f"integer vertex indices in [0, {m})")
     pin = _as_array(pinned, "pinned", np.float64)
-    if pin.shape != (m,) or not np.isin(pin, (0.0, 1.0)).all():
-        raise ValueError(f"pinned: expected [{m}] bool, got shape {list(pin.shape)}")
+    check(pin.shape == (m,) and np.isin(pin, (0.0, 1.0)).all(), "pinned", f"[{m}] bool", pin)
     targets = _as_array(pinned_positions, "pinned_positions", np.float32)
-    if targets.ndim != 3 or targets.shape[0] < 1 or targets.shape[1:] != (m, 3):
-        raise ValueError(f"pinned_positions: expected [F, {m}, 3] with F >= 1, got {list(targets.shape)}")
-    if not isinstance(capsules, Capsules):
-        raise ValueError(f"capsules: expected a Capsules, got {type(capsules).__name__}")
+    check(targets.ndim == 3 and targets.shape[0] >= 1 and targets.shape[1:] == (m, 3), "pinned_positions",
+          f"[F, {m}, 3], F >= 1", targets)
+    check(isinstance(capsules, Capsules), "capsules", f"a Capsules, not {type(capsules).__name__}")
     a, b = _as_array(capsules.a, "capsules.a", np.float32), _as_array(capsules.b, "capsules.b", np.float32)
     radius = _as_array(capsules.radius, "capsules.radius", np.float32)
-    if radius.ndim != 1:
-        raise ValueError(f"capsules.radius: expected [C], got {list(radius.shape)}")
+    check(radius.ndim == 1, "capsules.radius", "[C]", radius)
     for name, arr in (("capsules.a", a), ("capsules.b", b)):
-        if arr.shape != (targets.shape[0], radius.shape[0], 3):
-            raise ValueError(f"{name}: expected [F, C, 3] = {[targets.shape[0], radius.shape[0], 3]}, "
-                             f"got {list(arr.shape)}")
+        check(arr.shape == (targets.shape[0], radius.shape[0], 3), name, f"[F, C, 3] = [{targets.shape[0]}, "
+              f"{radius.shape[0]}, 3]", arr)
     for name, arr in (("rest_vertices", rest), ("pinned_positions", targets), ("capsules.a", a),
                       ("capsules.b", b), ("capsules.radius", radius)):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name}: contains non-finite values")
-    if (radius <= 0).any():
-        raise ValueError("capsules.radius: must be > 0")
-    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps: expected a positive number, got {fps!r}")
-    if settings.substeps < 1 or settings.iterations < 1 or not settings.contact_margin > 0:
-        raise ValueError("settings: substeps and iterations must be >= 1, contact_margin > 0")
+        check(np.isfinite(arr).all(), name, "finite values")
+    check((radius > 0).all(), "capsules.radius", "values > 0")
+    check(not isinstance(fps, bool) and isinstance(fps, (int, float, np.number)) and np.isfinite(fps) and fps > 0,
+          "fps", f"a positive number, not {fps!r}")
+    check(settings.substeps >= 1 and settings.iterations >= 1 and settings.contact_margin > 0, "settings",
+          "substeps, iterations >= 1 and contact_margin > 0")
     return rest, tris.astype(np.int64), pin.astype(bool), targets, a, b, radius
 
 
 def _edge_bend_stiffness(rest: np.ndarray, edges: np.ndarray, rigidity: float) -> np.ndarray:
-    """Per-edge dihedral stiffness ``[E]`` for bending rigidity ``rigidity`` [N·m] on the rest mesh.
-
-    newton's edge energy is ``½ ke L θ²``; equal to the continuum ``½ B κ² A_e`` with ``A_e = (A1 + A2) / 3``
-    and ``θ = κ (h1 + h2) / 3`` (centroid distance across the edge) when ``ke = ¾ B L / (A1 + A2)``.
-    Boundary edges (``edges[:, :2] == -1``) get 0. ``edges [E, 4]``: (opposite 0, opposite 1, v0, v1).
-    """
+    """Per-edge dihedral stiffness ``[E]`` for bending rigidity [N·m] on the rest mesh; ``edges [E, 4]``: (opposite 0,
+    opposite 1, v0, v1), boundary edges (-1 opposite) get 0. newton's edge energy ``½ ke L θ²`` equals the continuum
+    ``½ B κ² (A1 + A2) / 3`` with ``θ = κ (h1 + h2) / 3`` (centroid distance) when ``ke = ¾ B L / (A1 + A2)``."""
     ke = np.zeros(len(edges))
     inner = (edges[:, 0] >= 0) & (edges[:, 1] >= 0)
     o0, o1, v0, v1 = (rest[edges[inner, j]].astype(np.float64) for j in range(4))
-    area = 0.5 * (np.linalg.norm(np.cross(v0 - o0, v1 - o0), axis=1) + np.linalg.norm(np.cross(v0 - o1, v1 - o1), axis=1))
+    area = 0.5 * sum(np.linalg.norm(np.cross(v0 - o, v1 - o), axis=1) for o in (o0, o1))
     ke[inner] = 0.75 * rigidity * np.linalg.norm(v1 - v0, axis=1) / np.maximum(area, 1e-12)
     return ke
 
@@ -479,11 +420,9 @@ def _transport(rot: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
     old = np.broadcast_to(old, new.shape)
     dot = np.sum(old * new, axis=-1)
     q = np.concatenate([np.cross(old, new), (1.0 + dot)[:, None]], axis=1)
-    flip = dot < -1.0 + 1e-9  # opposite axes: a half turn about any perpendicular axis
-    if flip.any():
-        perp = np.cross(old[flip], [1.0, 0.0, 0.0])
-        perp = np.where(np.linalg.norm(perp, axis=1, keepdims=True) < 1e-6, np.cross(old[flip], [0.0, 1.0, 0.0]), perp)
-        q[flip] = np.concatenate([perp, np.zeros((len(perp), 1))], axis=1)
+    flip = dot < -1.0 + 1e-9  # opposite axes: a half turn about a perpendicular axis
+    other = np.where(np.abs(old[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    q[flip] = np.concatenate([np.cross(old, other), np.zeros((len(q), 1))], axis=1)[flip]
     x1, y1, z1, w1 = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
     x2, y2, z2, w2 = np.asarray(rot, np.float64).T
     out = np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
