@@ -73,7 +73,7 @@ def held_out(job: Path, scene: Path, num_motion: int, density: float | None, ste
         if not (folder / "cameras.json").is_file():
             continue
         clip = read_clip(folder, num_motion, WHITE)
-        full, masked, shown = [], [], []
+        full, masked, ious, shown = [], [], [], []
         for i in range(0, clip.num_frames, step):
             f = int(clip.motion_frames[i])
             posed = load_ply(job / "frames" / f"frame_{f:06d}.ply")
@@ -85,9 +85,11 @@ def held_out(job: Path, scene: Path, num_motion: int, density: float | None, ste
             full.append(masked_psnr(out.rgb[0], target, torch.ones(target.shape[:2])))
             union = torch.maximum(out.alpha[0, ..., 0], clip.masks[i, ..., 0])
             masked.append(masked_psnr(out.rgb[0], target, union))
+            ious.append(silhouette_iou(out.alpha[0, ..., 0], clip.masks[i, ..., 0]))
             shown.append((target, out.rgb[0]))
         out_rows[folder.name] = {"psnr": float(np.mean(full)), "masked_psnr": float(np.mean(masked)),
-                                 "frames": len(full)}
+                                 "iou": float(np.mean(ious)), "frames": len(full),
+                                 "psnr_per_frame": [round(float(v), 3) for v in full]}
         sheets[folder.name] = shown
     return {"cameras": out_rows, "sheets": sheets}
 
@@ -119,7 +121,8 @@ def restored_stand_in(videos: Path, out: Path, seed: int = 0) -> Path:
 def summary(rows: dict) -> dict:
     cams = rows["cameras"].values()
     return {"psnr": float(np.mean([c["psnr"] for c in cams])),
-            "masked_psnr": float(np.mean([c["masked_psnr"] for c in cams]))}
+            "masked_psnr": float(np.mean([c["masked_psnr"] for c in cams])),
+            "iou": float(np.mean([c["iou"] for c in cams]))}
 
 
 def contact_sheet(results: dict, path: Path, frames: int = 6) -> None:
@@ -274,12 +277,12 @@ def main() -> None:
         print(f"fit {name}: {fit['iterations']} iterations in {fit['seconds'] / 60:.1f} min")
     cams = list(next(iter(result["held_out"].values()))["cameras"])
     header = " ".join(f"{c:>16}" for c in cams)
-    print(f"held-out PSNR (dB), whole frame / masked:  {header} {'mean':>16}")
+    print(f"held-out PSNR (dB), whole frame / masked:  {header} {'mean':>16}  IoU")
     for name, rows in result["held_out"].items():
         cells = " ".join(f"{rows['cameras'][c]['psnr']:7.2f} / {rows['cameras'][c]['masked_psnr']:6.2f}"
                          for c in cams)
         m = rows["mean"]
-        print(f"  {name:<38} {cells} {m['psnr']:7.2f} / {m['masked_psnr']:6.2f}")
+        print(f"  {name:<38} {cells} {m['psnr']:7.2f} / {m['masked_psnr']:6.2f}  {m['iou']:.3f}")
 
 
 if __name__ == "__main__":

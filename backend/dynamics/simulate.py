@@ -34,7 +34,9 @@ class ClothPreset:
             the fabric bends alike at any mesh resolution.
         damping: Stiffness-proportional damping time [s] of stretch and bend (kd = damping × k).
         friction: Coulomb friction coefficient against the body.
-        air_drag: Velocity damping rate [1/s]: air resistance per unit mass, so larger for light fabric.
+        air_drag: Damping rate [1/s] of the cloth's velocity along its own normal: air resistance per unit
+            mass, so larger for light fabric. Motion within the cloth's plane (a twirling skirt's spin) is not
+            damped by it: air resists what the fabric pushes, not what slides along it.
     """
 
     name: str
@@ -291,6 +293,10 @@ class _Sim:
         self.pin_index = wp.array(np.flatnonzero(pinned).astype(np.int32), dtype=wp.int32, device=device)
         self.pin_target = wp.zeros(int(pinned.sum()), dtype=wp.vec3, device=device)
         self.kernels = _kernels()
+        start_idx, incident = _incidence(faces, len(rest))
+        self.tri_flat = wp.array(faces.astype(np.int32).ravel(), dtype=wp.int32, device=device)
+        self.incident_start = wp.array(start_idx, dtype=wp.int32, device=device)
+        self.incident = wp.array(incident, dtype=wp.int32, device=device)
         self.setup_seconds = time.perf_counter() - t
 
     def step(self, target0, target1, a0, b0, a1, b1, alpha0, alpha1, dt):
@@ -306,7 +312,9 @@ class _Sim:
             self.pipeline.collide(self.state_in, self.contacts)
         self.solver.step(self.state_in, self.state_out, self.control, self.contacts, dt)
         if self.air_drag > 0:
-            wp.launch(self.kernels["drag"], dim=self.model.particle_count, inputs=[float(np.exp(-self.air_drag * dt))],
+            wp.launch(self.kernels["drag"], dim=self.model.particle_count,
+                      inputs=[float(np.exp(-self.air_drag * dt)), self.state_out.particle_q, self.tri_flat,
+                              self.incident_start, self.incident],
                       outputs=[self.state_out.particle_qd], device=self.device)
         self.state_in, self.state_out = self.state_out, self.state_in
 
@@ -322,7 +330,8 @@ class _Sim:
 
 
 def _kernels() -> dict:
-    """This module's two warp kernels (write pinned positions, air drag); defined once per process."""
+    """This module's two warp kernels (write pinned positions, air drag along the normal); defined once per
+    process."""
     if "cache" not in _kernels.__dict__:
         import warp as wp
 
@@ -331,11 +340,31 @@ def _kernels() -> dict:
             q[index[wp.tid()]] = target[wp.tid()]
 
         @wp.kernel(enable_backward=False, module="ani3dhuman_cloth")
-        def damp_velocity(factor: float, qd: wp.array[wp.vec3]):
-            qd[wp.tid()] = qd[wp.tid()] * factor
+        def damp_velocity(factor: float, q: wp.array[wp.vec3], tri: wp.array[wp.int32],
+                          start: wp.array[wp.int32], incident: wp.array[wp.int32], qd: wp.array[wp.vec3]):
+            i = wp.tid()
+            n = wp.vec3(0.0, 0.0, 0.0)
+            for k in range(start[i], start[i + 1]):  # the vertex normal: sum of its triangles' area normals
+                t = incident[k]
+                a = q[tri[3 * t]]
+                n = n + wp.cross(q[tri[3 * t + 1]] - a, q[tri[3 * t + 2]] - a)
+            length = wp.length(n)
+            if length > 0.0:
+                n = n / length
+                v = qd[i]
+                qd[i] = v - (1.0 - factor) * wp.dot(v, n) * n
 
         _kernels.cache = {"pin": set_pinned, "drag": damp_velocity}
     return _kernels.cache
+
+
+def _incidence(faces: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Triangles around each vertex, CSR: (start [M + 1], triangle indices [3T]), in a fixed order."""
+    owner = faces.ravel()
+    order = np.argsort(owner, kind="stable")
+    start = np.zeros(count + 1, np.int32)
+    np.cumsum(np.bincount(owner, minlength=count), out=start[1:])
+    return start, (order // 3).astype(np.int32)
 
 
 def _resolve_device(device: str | None) -> str:

@@ -66,6 +66,7 @@ def fill_unseen(
     colors: Tensor,
     normal_offsets: Tensor,
     settings: BackfillSettings = BackfillSettings(),
+    sources: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Apply the fill rule.
 
@@ -76,6 +77,7 @@ def fill_unseen(
         colors: Colour per Gaussian. [N, 3]
         normal_offsets: Offset along the normal per Gaussian. [N]
         settings: Threshold, neighbour count, whether offsets are filled.
+        sources: Which seen Gaussians may lend their colour (default: all seen). [N] bool
 
     Returns:
         ``(colors [N, 3], normal_offsets [N], seen [N] bool)`` — seen Gaussians unchanged.
@@ -85,17 +87,18 @@ def fill_unseen(
     if not bool(seen.any()) or bool(seen.all()):
         return colors, normal_offsets, seen
     unseen = ~seen
+    lenders = seen if sources is None or not bool((seen & sources).any()) else seen & sources
     done = torch.zeros_like(seen)
     for part in torch.unique(part_ids[unseen]).tolist():
         q = unseen & (part_ids == part)
-        src = seen & (part_ids == part)
+        src = lenders & (part_ids == part)
         if not bool(src.any()):
             continue
         _fill(anchors_rest, q, src, colors, normal_offsets, settings)
         done |= q
     rest = unseen & ~done
     if bool(rest.any()):
-        _fill(anchors_rest, rest, seen, colors, normal_offsets, settings)
+        _fill(anchors_rest, rest, lenders, colors, normal_offsets, settings)
     return colors, normal_offsets, seen
 
 

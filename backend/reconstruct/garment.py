@@ -84,6 +84,7 @@ class GarmentDetection:
         hem_y: Hem, rest-frame height (m).
         heights: Rest-frame heights of the flare profile, top to bottom. [K]
         flare: How far the garment stands off the body at each height (m, ≥ 0). [K]
+        half_width: Half the silhouette's width at each height, seen from the photo (m; empty without a photo). [K]
         source: ``photo``, ``gaussians`` or ``override``.
         evidence: JSON-able numbers behind the decision (for result.json).
     """
@@ -93,6 +94,7 @@ class GarmentDetection:
     hem_y: float = 0.0
     heights: Tensor = field(default_factory=lambda: torch.zeros(0))
     flare: Tensor = field(default_factory=lambda: torch.zeros(0))
+    half_width: Tensor = field(default_factory=lambda: torch.zeros(0))
     source: str = "photo"
     evidence: dict = field(default_factory=dict)
 
@@ -233,7 +235,7 @@ def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
         is_garment = (filled >= GAP_FILLED) if not math.isnan(filled) else (True if stand_off >= STAND_OFF else None)
         rows.append(v)
         garment_rows.append(is_garment)
-        profile.append((height_of(v), max(0.0, stand_off)))
+        profile.append((height_of(v), max(0.0, stand_off), 0.5 * (sr - sl + 1) / ppm))
     crotch_row = row_of(levels.crotch)
     below = [(v, g) for v, g in zip(rows, garment_rows) if v >= crotch_row]
     hem_row, misses = None, 0
@@ -250,11 +252,13 @@ def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
         evidence["reason"] = "the silhouette follows the legs below the crotch"
         return GarmentDetection("none", source="photo", evidence=evidence)
     hem_y = height_of(hem_row)
-    keep = [(h, f) for h, f in profile if hem_y - 1e-6 <= h <= levels.waist + 1e-6]
-    heights = torch.tensor([h for h, _ in keep], dtype=torch.float32)
-    flare = torch.tensor([f for _, f in keep], dtype=torch.float32)
+    keep = [row for row in profile if hem_y - 1e-6 <= row[0] <= levels.waist + 1e-6]
+    heights = torch.tensor([row[0] for row in keep], dtype=torch.float32)
+    flare = torch.tensor([row[1] for row in keep], dtype=torch.float32)
+    half_width = torch.tensor([row[2] for row in keep], dtype=torch.float32)
     evidence["hem_below_crotch_m"] = (hem_row - crotch_row) / ppm
-    return GarmentDetection("skirt", levels.waist, hem_y, heights, flare, "photo", evidence)
+    evidence["pelvis_row"] = v_pelvis
+    return GarmentDetection("skirt", levels.waist, hem_y, heights, flare, half_width, "photo", evidence)
 
 
 # ---- bound Gaussians -------------------------------------------------------------------------------------------
@@ -286,7 +290,8 @@ def detect_in_gaussians(canonical: Gaussians, body: BodyModel, betas: Tensor | N
         radius = float(torch.quantile((means[band][:, [0, 2]] - torch.tensor([cx, float(joints[0, 2])])).norm(dim=-1),
                                       0.9)) if int(band.sum()) >= 8 else r
         flare.append(max(0.0, radius - r))
-    return GarmentDetection("skirt", levels.waist, hem_y, heights, torch.tensor(flare), "gaussians", evidence)
+    return GarmentDetection("skirt", levels.waist, hem_y, heights, torch.tensor(flare), source="gaussians",
+                            evidence=evidence)
 
 
 def _body_radius_at(body: BodyModel, betas: Tensor | None, heights: Tensor, cx: float, cz: float) -> Tensor:
@@ -316,4 +321,5 @@ def apply_override(detection: GarmentDetection, override: GarmentOverride, level
         raise InputError(f"garment.hem_height: the hem ({hem - levels.soles:.2f} m above the soles) must be below the "
                          f"waist ({waist - levels.soles:.2f} m)")
     source = detection.source if override == GarmentOverride(type=override.type) and detection.found else "override"
-    return GarmentDetection(kind, waist, hem, detection.heights, detection.flare, source, dict(detection.evidence))
+    return GarmentDetection(kind, waist, hem, detection.heights, detection.flare, detection.half_width, source,
+                            dict(detection.evidence))

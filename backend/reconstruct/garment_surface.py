@@ -13,7 +13,7 @@ splits between the legs.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -49,6 +49,8 @@ class GarmentSurface:
         waist_y: Height of the waist ring (rest frame, m).
         hem_y: Height of the hem (rest frame, m).
         soles_y: Height of the soles (rest frame, m), for heights above the soles.
+        inner: Each vertex's distance from the vertical axis at which it would touch the body's cross-section
+            plus the clearance (the narrowest the garment may get there). [M]
         hanging: The garment as it hangs in the photo (world, the photo's pose), when it was draped. [M, 3]
         hanging_transforms: The photo's joint transforms (rest -> photo pose). [J, 4, 4]
     """
@@ -63,6 +65,7 @@ class GarmentSurface:
     waist_y: float
     hem_y: float
     soles_y: float
+    inner: Tensor | None = None
     hanging: Tensor | None = None
     hanging_transforms: Tensor | None = None
 
@@ -103,7 +106,8 @@ class GarmentSurface:
 
 
 def _section_axes(points: Tensor, cx: float, cz: float) -> tuple[float, float]:
-    """Semi-axes (x, z) of the smallest ellipse of the points' aspect around (cx, cz) that contains them."""
+    """Semi-axes (x, z) of the smallest ellipse of the points' aspect around (cx, cz) that contains them (it spans
+    the gap between the legs)."""
     if points.shape[0] == 0:
         return 0.05, 0.05
     ax = float((points[:, 0] - cx).abs().max()) + 1e-3
@@ -128,7 +132,6 @@ def build_garment_surface(body: BodyModel, betas: Tensor | None, detection: Garm
         raise ValueError("build_garment_surface: no garment was found")
     vertices = body.rest_vertices(betas).detach().cpu().float()
     joints = body.rest_joints(betas).detach().cpu().float()
-    names = body.joint_names
     cx, cz = float(joints[0, 0]), float(joints[0, 2])
     keep = torso_vertices(body, vertices) | leg_vertices(body, vertices)
     waist, hem = detection.waist_y, detection.hem_y
@@ -144,18 +147,19 @@ def build_garment_surface(body: BodyModel, betas: Tensor | None, detection: Garm
     below = torch.arange(rings + bodice) >= bodice
     axes[below] = torch.cummax(axes[below], dim=0).values  # never narrower going down
     flare = _flare_at(detection, heights) * below
-    rx, rz = axes[:, 0] + flare, axes[:, 1] + flare
     phi = torch.arange(segments) * (2 * math.pi / segments)
-    x = cx + rx[:, None] * torch.sin(phi)[None]
-    z = cz + rz[:, None] * torch.cos(phi)[None]
+    sin, cos = torch.sin(phi)[None], torch.cos(phi)[None]
+    x = cx + (axes[:, 0:1] + flare[:, None]) * sin
+    z = cz + (axes[:, 1:2] + flare[:, None]) * cos
     y = heights[:, None].expand(-1, segments)
     rest = torch.stack([x, y, z], dim=-1).reshape(-1, 3)
+    inner = torch.sqrt((axes[:, 0:1] * sin) ** 2 + (axes[:, 1:2] * cos) ** 2).reshape(-1)
     faces = _ring_faces(rings + bodice, segments)
     weights = _smooth_weights(body, vertices, heights, phi, bodice, waist, hem)
     pinned = torch.zeros(rest.shape[0], dtype=torch.bool)
     pinned[: (bodice + 1) * segments] = True
     return GarmentSurface(detection.kind, rest, faces, weights, pinned, rings + bodice, segments, waist, hem,
-                          levels.soles)
+                          levels.soles, inner)
 
 
 def _flare_at(detection: GarmentDetection, heights: Tensor) -> Tensor:
@@ -291,3 +295,49 @@ def with_hanging(surface: GarmentSurface, hanging: Tensor, joint_transforms: Ten
     from dataclasses import replace
 
     return replace(surface, hanging=hanging.float(), hanging_transforms=joint_transforms.float())
+
+
+def match_silhouette(surface: GarmentSurface, hanging: Tensor, camera, detection: GarmentDetection,
+                     pelvis_y: float, *, gain: float = 1.0) -> GarmentSurface:
+    """Widen or narrow each free ring of the rest surface by how far its hanging shape's width, seen from the
+    photo's camera, misses the photo's silhouette at the same image row (additively, the same in depth; never
+    inside the body's cross-section plus the clearance; never narrowing going down).
+
+    Args:
+        surface: The surface the hanging shape was draped from.
+        hanging: The draped garment in the photo's pose (world). [M, 3]
+        camera: The photo's camera (``render.cameras.Cameras``, one camera).
+        detection: A photo detection (``half_width`` per rest height, ``evidence``: pixels per metre and the
+            pelvis's image row).
+        pelvis_y: The pelvis's rest-frame height (m).
+    """
+    if detection.half_width.numel() < 2:
+        return surface
+    ppm, v_pelvis = float(detection.evidence["pixels_per_metre"]), float(detection.evidence["pelvis_row"])
+    uv, _ = camera.project(hanging.to(camera.fx.dtype))
+    uv = uv[0].view(surface.rings, surface.segments, 2)
+    order = torch.argsort(detection.heights)
+    hs, ws = detection.heights[order], detection.half_width[order]
+    rest = surface.rest_vertices.view(surface.rings, surface.segments, 3).clone()
+    centre = rest[0].mean(dim=0)
+    floor = surface.inner.view(surface.rings, surface.segments) if surface.inner is not None else torch.zeros(
+        surface.rings, surface.segments)
+    prev_delta = 0.0
+    for r in range(surface.rings):
+        if bool(surface.pinned.view(surface.rings, surface.segments)[r].all()):
+            continue
+        v = float(uv[r, :, 1].mean())
+        height = pelvis_y + (v_pelvis - v) / ppm
+        if not float(hs[0]) <= height <= float(hs[-1]):
+            delta = prev_delta  # below the measured hem: keep the last correction
+        else:
+            k = int(torch.searchsorted(hs, torch.tensor([height])).clamp(1, hs.numel() - 1))
+            t = (height - float(hs[k - 1])) / max(float(hs[k] - hs[k - 1]), 1e-6)
+            target = float(ws[k - 1]) + t * float(ws[k] - ws[k - 1])
+            delta = gain * (target - 0.5 * float(uv[r, :, 0].max() - uv[r, :, 0].min()) / ppm)
+        prev_delta = delta
+        radial = rest[r, :, [0, 2]] - centre[[0, 2]]
+        radius = radial.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        new_radius = torch.maximum(radius + delta, floor[r][:, None])
+        rest[r, :, [0, 2]] = centre[[0, 2]] + radial / radius * new_radius
+    return replace(surface, rest_vertices=rest.view(-1, 3), hanging=None, hanging_transforms=None)

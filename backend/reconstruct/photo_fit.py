@@ -469,9 +469,10 @@ def with_settings(settings: PhotoFitSettings, **changes) -> PhotoFitSettings:
     return replace(settings, **changes)
 
 
-BACK_FACING = 0.3
-"""A garment splat whose normal points away from the photo's camera by more than this (cosine) is behind the
-garment: the photo never shows it, whatever its fitted visibility (the sides, seen at grazing angles, keep theirs)."""
+BEHIND_AXIS = 0.02
+"""A garment splat more than this (m) farther from the photo's camera than the garment's axis is on its far
+side: the photo never shows it (the front half and the legs hide it), whatever its fitted visibility. By depth,
+not by the surface normal, so the folds of the near side, which face sideways, keep what the fit gave them."""
 
 
 # ---- the whole photo -> canonical path ---------------------------------------------------------------------
@@ -537,14 +538,16 @@ def reconstruct_photo(
             extra)), anchors.spacing)
     fit = fit_reference(view, anchors, settings, report)
     visibility = fit.visibility
-    if garment is not None:  # a closed garment hides its own back: back-facing garment splats are never "seen"
-        eye = view.camera.positions[0].to(anchors.posed_points.dtype)
-        view_dir = torch.nn.functional.normalize(anchors.posed_points - eye, dim=-1)
-        back = (anchors.posed_frames[:, :, 2] * view_dir).sum(-1) > BACK_FACING
-        visibility = torch.where(back & (anchors.part_ids == PART_INDEX["garment"]), torch.zeros_like(visibility),
-                                 visibility)
+    if garment is not None:  # a closed garment hides its own back: splats behind its axis are never "seen"
+        is_garment = anchors.part_ids == PART_INDEX["garment"]
+        depth = anchors.posed_points @ view.camera.view_matrices()[0, 2, :3].to(anchors.posed_points.dtype)
+        axis_depth = float(depth[is_garment].mean())
+        back = is_garment & (depth > axis_depth + BEHIND_AXIS)
+        visibility = torch.where(back, torch.zeros_like(visibility), visibility)
+    # A faint splat (the fit turned it transparent, e.g. it stood outside the silhouette) lends no colour.
     colors, normal_offsets, seen = fill_unseen(anchors.rest_points, anchors.part_ids, visibility,
-                                               fit.posed.colors, fit.offsets[:, 2], backfill)
+                                               fit.posed.colors, fit.offsets[:, 2], backfill,
+                                               sources=fit.posed.opacities >= 0.5)
     if backfill.depth:
         eye = view.camera.positions[0].to(anchors.posed_points.dtype)
         to_anchor = torch.nn.functional.normalize(anchors.posed_points - eye, dim=-1)
@@ -552,7 +555,21 @@ def reconstruct_photo(
         normal_offsets = fill_depth(anchors.rest_points, anchors.part_ids, seen, facing, normal_offsets, backfill)
     offsets = fit.offsets.clone()
     offsets[:, 2] = normal_offsets.clamp(-settings.normal_inward, settings.normal_outward)
-    posed = fit.posed.replace(
+    posed = fit.posed
+    if garment is not None:
+        # The garment is its surface: a garment splat the photo does not show lies flat on it, as first placed
+        # (no offset, the surface's orientation, the initial size and opacity), with its back-filled colour.
+        # (faint splats keep their fitted transparency: the fit removed them from outside the silhouette)
+        hidden = torch.zeros_like(back)
+        offsets[hidden] = 0.0
+        s0 = 0.7 * anchors.spacing
+        posed = posed.replace(
+            quats=torch.where(hidden[:, None], matrix_to_quaternion(anchors.posed_frames), posed.quats),
+            log_scales=torch.where(hidden[:, None], torch.log(torch.tensor([s0, s0, s0 * settings.thickness])),
+                                   posed.log_scales),
+            opacity_logits=torch.where(hidden, torch.full_like(posed.opacity_logits, math.log(
+                settings.opacity / (1 - settings.opacity))), posed.opacity_logits))
+    posed = posed.replace(
         means=_compose_means(anchors, offsets),
         sh=rgb_to_sh_dc(colors)[:, None, :],
         loose=label_loose(offsets, settings.loose_threshold) | (anchors.part_ids == PART_INDEX["garment"]),

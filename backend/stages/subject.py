@@ -88,12 +88,14 @@ def _surface(body: BodyModel, betas: torch.Tensor, detection: GarmentDetection, 
 
 
 def draped(spec: JobSpec, body: BodyModel, betas: torch.Tensor, motion, garment: GarmentSurface,
-           reference_transforms: torch.Tensor) -> GarmentSurface:
+           reference_transforms: torch.Tensor, view=None, detection: GarmentDetection | None = None,
+           levels=None) -> GarmentSurface:
     """The garment as it hangs in the photo: settled by the cloth simulation from the rest pose into the photo's
     pose, then carried back to the rest pose, so the Gaussians are fitted on the shape the simulation starts from
-    (whatever the job's ``dynamics``)."""
+    (whatever the job's ``dynamics``). With the photo's ``view`` and ``detection``, the rest shape is corrected
+    once so the hanging garment is as wide as the photo's silhouette (``match_silhouette``)."""
     from backend.dynamics.garment_motion import DynamicsSettings, drape, warmup_poses
-    from backend.reconstruct.garment_surface import with_hanging
+    from backend.reconstruct.garment_surface import match_silhouette, with_hanging
     from backend.stages.posing import motion_tensors
 
     frame = spec.reference_frame or 0
@@ -104,6 +106,9 @@ def draped(spec: JobSpec, body: BodyModel, betas: torch.Tensor, motion, garment:
     with torch.no_grad():
         warm = body(t["betas"], root, pose, trans, None).joint_transforms.float()
     hanging = drape(garment, body, betas, warm, motion.fps, settings)
+    if view is not None and detection is not None:  # fit the hanging width to the silhouette, then drape again
+        garment = match_silhouette(garment, hanging, view.camera, detection, levels.pelvis)
+        hanging = drape(garment, body, betas, warm, motion.fps, settings)
     return with_hanging(garment, hanging, reference_transforms.float())
 
 
@@ -174,7 +179,7 @@ def subject_from_spec(spec: JobSpec, body: BodyModel, generator: torch.Generator
     garment = _surface(body, betas, detection, details if details is not None else {})
     if garment is not None:
         report(0.04, "draping the garment on the body in the photo's pose")
-        garment = draped(spec, body, betas, motion, garment, view.pose.joint_transforms)
+        garment = draped(spec, body, betas, motion, garment, view.pose.joint_transforms, view, detection, levels)
     settings = photo_fit_settings_for(spec.quality)
     if settings.max_gaussians is not None and spec.gaussians > settings.max_gaussians:
         warnings.append(f"gaussians: quality '{spec.quality}' fits at most {settings.max_gaussians} Gaussians "
