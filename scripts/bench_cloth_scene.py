@@ -7,11 +7,16 @@ Runs what a user runs, on ground truth this project did not render:
    PSNR over the union of both silhouettes, silhouette IoU);
 3. ``fit --videos`` on the scene's diagonal-trajectory renders (capture layout: RGBA ``0000.png``, per-camera
    ``"frame"``), with the default budget, motion only and motion + appearance;
-4. held-out cameras (never in the videos): PSNR per camera, rigid vs fitted, whole frame and masked to the
-   union of silhouettes; a contact sheet.
+4. held-out cameras (never in the videos): PSNR per camera, whole frame and masked to the union of
+   silhouettes, silhouette IoU; a contact sheet;
+5. the garment: its hem radius and its surface against Blender's simulated skirt, frame by frame.
+
+Variants: ``cloth`` (``--dynamics cloth``), ``none`` (the garment surface skinned rigidly), ``no-garment``
+(``--garment none``: every Gaussian on the body, as before the cloth layer).
 
     .venv/bin/python scripts/bench_cloth_scene.py --scene out/cloth_scene/twirl [--quality preview]
-        [--appearance both|on|off] [--iterations N] [--images docs/images] [--json]
+        [--variants cloth none no-garment] [--fit-variants cloth no-garment] [--appearance both|on|off|none]
+        [--cloth-preset medium] [--iterations N] [--images docs/images] [--json]
 """
 
 from __future__ import annotations
@@ -175,6 +180,33 @@ def hem_radii_vs_blender(job: Path, scene: Path, motion) -> dict | None:
             "mean_abs_difference": float((ours[:n] - theirs[:n]).abs().mean())}
 
 
+def surface_distance_to_blender(job: Path, scene: Path, samples: int = 4000) -> dict | None:
+    """Symmetric mean surface distance (mm) per frame between the job's garment mesh and Blender's skirt (area-
+    uniform samples on both): how close the garment's geometry is, apart from its texture."""
+    from backend.motion.cloth import ClothLayer
+
+    if not (job / "cloth.npz").is_file() or not (scene / "skirt_frames.npz").is_file():
+        return None
+    layer = ClothLayer.load(job / "cloth.npz")
+    with np.load(scene / "skirt_frames.npz") as data:
+        theirs, their_faces = torch.from_numpy(data["vertices"]).float(), torch.from_numpy(data["faces"]).long()
+
+    def sample(v: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        g = torch.Generator().manual_seed(0)
+        a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
+        tri = torch.multinomial(torch.linalg.cross(b - a, c - a).norm(dim=-1), samples, replacement=True, generator=g)
+        u = torch.rand(samples, 2, generator=g)
+        su = u[:, 0].sqrt()
+        return (1 - su)[:, None] * a[tri] + (su * (1 - u[:, 1]))[:, None] * b[tri] + (su * u[:, 1])[:, None] * c[tri]
+
+    per_frame = []
+    for f in range(min(layer.num_frames, theirs.shape[0])):
+        d = torch.cdist(sample(layer.vertices[f], layer.binding.faces), sample(theirs[f], their_faces))
+        per_frame.append(500.0 * float(d.min(1).values.mean() + d.min(0).values.mean()))
+    return {"mean_mm": float(np.mean(per_frame)), "first_mm": per_frame[0],
+            "per_frame_mm": [round(v, 2) for v in per_frame]}
+
+
 def run(args: argparse.Namespace) -> dict:
     scene = Path(args.scene)
     work = Path(args.work or f"out/bench_cloth/{scene.name}-{args.quality}")
@@ -183,7 +215,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     motion = load_motion(scene / "motion.npz")
     result: dict = {"scene": str(scene), "quality": args.quality, "animate_seconds": {}, "photo": {}, "gaussians": {},
-                    "hem_radius": {}, "dynamics": {}}
+                    "hem_radius": {}, "dynamics": {}, "surface_distance": {}}
     evaluations, jobs, density = {}, {}, None
     for variant in args.variants:
         dynamics, garment = VARIANTS[variant]
@@ -203,6 +235,7 @@ def run(args: argparse.Namespace) -> dict:
         result["dynamics"][variant] = job_result.get("dynamics")
         result["photo"][variant] = photo_check(job, scene, density)
         result["hem_radius"][variant] = hem_radii_vs_blender(job, scene, motion)
+        result["surface_distance"][variant] = surface_distance_to_blender(job, scene)
         evaluations[variant] = held_out(job, scene, motion.num_frames, density, args.step)
     source = scene / "videos"
     if args.videos == "stand-in":
@@ -269,6 +302,10 @@ def main() -> None:
             print(f"hem radius ({variant}): ours first/max {hem['ours_first_max'][0]:.3f}/{hem['ours_first_max'][1]:.3f}"
                   f" m, Blender {hem['blender_first_max'][0]:.3f}/{hem['blender_first_max'][1]:.3f} m, mean |diff| "
                   f"{hem['mean_abs_difference']:.3f} m")
+    for variant, dist in result["surface_distance"].items():
+        if dist:
+            print(f"garment surface vs Blender's skirt ({variant}): {dist['mean_mm']:.1f} mm mean over frames "
+                  f"(frame 0: {dist['first_mm']:.1f} mm)")
     for variant, dyn in result["dynamics"].items():
         if dyn and dyn.get("mode") == "cloth":
             print(f"cloth ({variant}): {dyn['frames_per_second']} fps on {dyn['device']}, compile "

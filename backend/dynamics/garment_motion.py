@@ -88,6 +88,7 @@ def simulate_garment(
     fps: float,
     settings: DynamicsSettings = DynamicsSettings(),
     report: Callable[[float, str], None] | None = None,
+    start: Tensor | None = None,
 ) -> tuple[ClothLayer, dict]:
     """Simulate the garment over the motion.
 
@@ -98,23 +99,30 @@ def simulate_garment(
         betas: Body shape. [S] or None
         joint_transforms: Rest->posed transforms of every motion frame. [F, J, 4, 4]
         warmup_transforms: The warm-up's transforms, ending at frame 0's pose (``warmup_poses``). [W, J, 4, 4]
+            Unused with ``start``.
         fps: Frames per second of the motion.
         settings: Preset, warm-up, solver.
         report: ``report(fraction, message)``.
+        start: The garment already settled in frame 0's pose (world, ``drape``'s result): the motion starts
+            from it at rest, with no second warm-up, so frame 0 is exactly that shape. [M, 3]
 
     Returns:
         (ClothLayer with ``F`` frames of simulated vertices, record for result.json: preset, device, vertices,
         frames, warm-up frames, seconds, frames per second, hem radii, deepest contact, largest stretch).
     """
-    # the warm-up ends in frame 0's pose: its last frame is frame 0 (so the motion starts where ``drape`` ends)
-    all_transforms = torch.cat([warmup_transforms[:-1], joint_transforms]).float()
-    pinned_positions = surface.posed(all_transforms)  # [W + F, M, 3]
+    if start is None:  # the warm-up ends in frame 0's pose: its last frame is frame 0
+        all_transforms = torch.cat([warmup_transforms[:-1], joint_transforms]).float()
+        pinned_positions = surface.posed(all_transforms)  # [W + F, M, 3]
+    else:
+        all_transforms = joint_transforms.float()
+        pinned_positions = surface.posed(all_transforms)
+        pinned_positions[0] = start.to(pinned_positions.dtype)
     capsules = body_capsules(body, betas)
     a, b = capsules.posed(body, betas, all_transforms)
     result = simulate_cloth(surface.rest_vertices, surface.faces, surface.pinned, pinned_positions,
                             Capsules(a=a, b=b, radius=capsules.radius), fps, CLOTH_PRESETS[settings.preset],
                             settings.sim, report)
-    warm = warmup_transforms.shape[0] - 1
+    warm = warmup_transforms.shape[0] - 1 if start is None else 0
     vertices = torch.from_numpy(result.vertices[warm:]).float()
     pelvis = all_transforms[warm:, body.joint_names.index("Pelvis"), :3, 3]
     radii = hem_radii(vertices, surface, pelvis)
@@ -126,7 +134,8 @@ def simulate_garment(
     total_frames = result.vertices.shape[0] - 1
     record = {
         "preset": settings.preset, "device": result.device, "vertices": int(surface.rest_vertices.shape[0]),
-        "frames": int(vertices.shape[0]), "warmup_frames": int(warm + 1), "substeps": settings.sim.substeps,
+        "frames": int(vertices.shape[0]), "warmup_frames": int(warm + 1) if start is None else 0,
+        "start": "warm-up from the rest pose" if start is None else "the garment as draped in the photo", "substeps": settings.sim.substeps,
         "iterations": settings.sim.iterations,
         "seconds": {k: round(float(v), 4) for k, v in seconds.items()},
         "frames_per_second": round(1.0 / seconds["per_frame"], 3) if seconds.get("per_frame") else None,
