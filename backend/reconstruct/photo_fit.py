@@ -120,6 +120,10 @@ QUALITY = {
 }
 
 
+GARMENT_OFFSET = 0.01
+"""Largest offset (m, along each axis of its frame) of a garment Gaussian from its anchor on the garment surface:
+it rides the cloth's triangle, so an offset would swing with every fold and flare."""
+
 def photo_fit_settings_for(quality: str) -> PhotoFitSettings:
     """The preset for a job quality (``preview`` | ``standard`` | ``high``)."""
     if quality not in QUALITY:
@@ -335,8 +339,10 @@ def fit_reference(
         {"params": [quats], "lr": settings.lr_rotation},
         {"params": [offsets], "lr": settings.lr_offset},
     ], eps=1e-15)
-    lo = torch.tensor([-settings.tangent, -settings.tangent, -settings.normal_inward])
-    hi = torch.tensor([settings.tangent, settings.tangent, settings.normal_outward])
+    lo = torch.tensor([-settings.tangent, -settings.tangent, -settings.normal_inward]).expand(n, 3).clone()
+    hi = torch.tensor([settings.tangent, settings.tangent, settings.normal_outward]).expand(n, 3).clone()
+    on_garment = anchors.part_ids == PART_INDEX["garment"]  # they ride the cloth: they stay on its surface
+    lo[on_garment], hi[on_garment] = -GARMENT_OFFSET, GARMENT_OFFSET
     log_lo, log_hi = math.log(settings.scale_min * spacing), math.log(settings.scale_max * spacing)
     unit2 = settings.smooth_length ** 2
 
