@@ -146,3 +146,24 @@ def test_reconstruction_flags_reach_the_job(tmp_path, motion_file):
                                       "--reference-pose", str(tmp_path / "missing.npz")])
     with pytest.raises(FileNotFoundError, match="reference-pose"):
         spec_from_args(args, load_motion(motion_file))
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--garment", "skirt", "--waist-height", "0.5", "--hem-height", "0.9"], "garment.hem_height"),
+    (["--waist-height", "nan"], "garment.waist_height"),
+    (["--hem-height", "7"], "garment.hem_height"),
+])
+def test_a_bad_garment_override_is_one_line_and_exit_code_2(tmp_path, motion_file, capsys, args, field):
+    code, err = run_cli(["animate", "--motion", str(motion_file), "--out", str(tmp_path / "job"), *args], capsys)
+    assert code == 2 and field in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "job").exists()
+
+
+def test_dynamics_cloth_without_a_garment_warns_and_keeps_the_rigid_layer(tmp_path, motion_file, capsys):
+    out = tmp_path / "job"
+    code, _ = run_cli(["animate", "--motion", str(motion_file), "--out", str(out), "--gaussians", "300",
+                       "--dynamics", "cloth", "--cloth-preset", "heavy"], capsys)
+    result = json.loads((out / "result.json").read_text())
+    assert code == 0 and result["dynamics"]["mode"] == "none" and not (out / "cloth.npz").exists()
+    assert any("no loose garment" in w for w in result["warnings"])
+    assert result["settings"]["dynamics"] == "cloth" and result["settings"]["cloth_preset"] == "heavy"
