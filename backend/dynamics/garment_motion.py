@@ -84,7 +84,7 @@ def simulate_garment(
     body: BodyModel,
     betas: Tensor | None,
     joint_transforms: Tensor,
-    warmup_transforms: Tensor,
+    warmup_transforms: Tensor | None,
     fps: float,
     settings: DynamicsSettings = DynamicsSettings(),
     report: Callable[[float, str], None] | None = None,
@@ -99,7 +99,7 @@ def simulate_garment(
         betas: Body shape. [S] or None
         joint_transforms: Rest->posed transforms of every motion frame. [F, J, 4, 4]
         warmup_transforms: The warm-up's transforms, ending at frame 0's pose (``warmup_poses``). [W, J, 4, 4]
-            Unused with ``start``.
+            None (unused) with ``start``.
         fps: Frames per second of the motion.
         settings: Preset, warm-up, solver.
         report: ``report(fraction, message)``.
@@ -110,6 +110,8 @@ def simulate_garment(
         (ClothLayer with ``F`` frames of simulated vertices, record for result.json: preset, device, vertices,
         frames, warm-up frames, seconds, frames per second, hem radii, deepest contact, largest stretch).
     """
+    if start is None and warmup_transforms is None:
+        raise ValueError("simulate_garment: give warmup_transforms or start")
     if start is None:  # the warm-up ends in frame 0's pose: its last frame is frame 0
         all_transforms = torch.cat([warmup_transforms[:-1], joint_transforms]).float()
         pinned_positions = surface.posed(all_transforms)  # [W + F, M, 3]

@@ -97,6 +97,15 @@ def _blended_quaternion(m00: Tensor, m01: Tensor, m02: Tensor, m10: Tensor, m11:
     return quat * torch.rsqrt((quat * quat).sum(dim=-1, keepdim=True))
 
 
+def unskin_points(points: Tensor, skin_weights: Tensor, joint_transforms: Tensor) -> Tensor:
+    """The exact inverse of skinning points: rest positions that ``skin_weights`` [N, J] under
+    ``joint_transforms`` [J, 4, 4] carry to ``points`` [N, 3] (each through the inverse of its own blended affine
+    transform, solved in float64). Returns [N, 3] in the points' dtype."""
+    blended = blend_transforms(skin_weights.to(joint_transforms.dtype), joint_transforms[None])[0].double()
+    rest = torch.linalg.solve(blended[..., :3], (points.double() - blended[..., 3])[..., None])[..., 0]
+    return rest.to(points.dtype)
+
+
 def transform_means_quats(means: Tensor, quats: Tensor, transforms: Tensor) -> tuple[Tensor, Tensor]:
     """Apply per-point affine transforms ``[N, 3, 4]`` to centres ``[N, 3]`` and rotations ``[N, 4]`` (the
     rotation part re-orthonormalised as in the rigid layer). Differentiable."""

@@ -127,32 +127,24 @@ def body_levels(body: BodyModel, betas: Tensor | None) -> BodyLevels:
     knee = 0.5 * (y("L_Knee") + y("R_Knee"))
     ankle = 0.5 * (y("L_Ankle") + y("R_Ankle"))
     hip = 0.5 * (y("L_Hip") + y("R_Hip"))
-    torso = torso_vertices(body, vertices)
+    torso, legs = trunk_vertices(body)
     width = []
     levels = torch.linspace(pelvis + 0.04, chest, 24)
     for level in levels.tolist():
         band = torso & ((vertices[:, 1] - level).abs() < 0.015)
         width.append(float(vertices[band, 0].max() - vertices[band, 0].min()) if bool(band.any()) else math.inf)
     waist = float(levels[int(torch.tensor(width).argmin())])
-    legs = leg_vertices(body, vertices)
     inner = legs & (vertices[:, 0].abs() < 0.02) & (vertices[:, 1] < hip)
     crotch = float(vertices[inner, 1].max()) if bool(inner.any()) else hip - 0.08
     return BodyLevels(float(vertices[:, 1].min()), crotch, pelvis, waist, chest, knee, ankle)
 
 
-def _dominant_parts(body: BodyModel) -> Tensor:
+def trunk_vertices(body: BodyModel) -> tuple[Tensor, Tensor]:
+    """(torso, legs): body vertices whose dominant joint is on the torso, on either leg. [V] bool each"""
     from backend.body.parts import part_ids_from_weights
 
-    return part_ids_from_weights(body.skin_weights.detach().cpu().float(), body.joint_names)
-
-
-def torso_vertices(body: BodyModel, vertices: Tensor) -> Tensor:
-    return _dominant_parts(body) == PART_INDEX["torso"]
-
-
-def leg_vertices(body: BodyModel, vertices: Tensor) -> Tensor:
-    parts = _dominant_parts(body)
-    return (parts == PART_INDEX["left_leg"]) | (parts == PART_INDEX["right_leg"])
+    parts = part_ids_from_weights(body.skin_weights.detach().cpu().float(), body.joint_names)
+    return parts == PART_INDEX["torso"], (parts == PART_INDEX["left_leg"]) | (parts == PART_INDEX["right_leg"])
 
 
 # ---- the photo -----------------------------------------------------------------------------------------------
@@ -219,7 +211,7 @@ def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
     height_of = lambda v: levels.pelvis + (v_pelvis - v) / ppm  # noqa: E731  rest height of an image row
     row_of = lambda h: v_pelvis - (h - levels.pelvis) * ppm  # noqa: E731
     subject = view.mask.detach().cpu() > 0.5
-    trunk = torso_vertices(body, view.pose.vertices) | leg_vertices(body, view.pose.vertices)
+    trunk = torch.logical_or(*trunk_vertices(body))
     trunk_faces = body.faces[trunk.to(body.faces.device)[body.faces].all(dim=1)]  # no arms: hands hang by the hips
     body_mask = body_silhouette(view, trunk_faces) > 0.5
     h_img = subject.shape[0]
@@ -297,7 +289,7 @@ def detect_in_gaussians(canonical: Gaussians, body: BodyModel, betas: Tensor | N
 def _body_radius_at(body: BodyModel, betas: Tensor | None, heights: Tensor, cx: float, cz: float) -> Tensor:
     """Largest horizontal distance of torso/leg skin from the vertical axis through (cx, cz), per height. [K]"""
     vertices = body.rest_vertices(betas).detach().cpu().float()
-    keep = torso_vertices(body, vertices) | leg_vertices(body, vertices)
+    keep = torch.logical_or(*trunk_vertices(body))
     out = []
     for h in heights.tolist():
         band = keep & ((vertices[:, 1] - h).abs() < 0.015)

@@ -24,7 +24,7 @@ from backend.body.parts import PART_INDEX
 from backend.core.meshes import nearest_on_mesh
 from backend.gaussians import Gaussians
 from backend.motion.cloth import ClothBinding
-from backend.reconstruct.garment import BodyLevels, GarmentDetection, leg_vertices, torso_vertices
+from backend.reconstruct.garment import BodyLevels, GarmentDetection, trunk_vertices
 
 CLEARANCE = 0.015
 """Gap between the body's cross-section and the garment at rest (m)."""
@@ -73,10 +73,9 @@ class GarmentSurface:
         """Rest-pose vertices that skin exactly to ``hanging`` (the rest mesh when not draped). [M, 3]"""
         if self.hanging is None:
             return self.rest_vertices
-        from backend.motion.skinning import blend_transforms
+        from backend.motion.skinning import unskin_points
 
-        blended = blend_transforms(self.skin_weights.double(), self.hanging_transforms.double()[None])[0]
-        return torch.linalg.solve(blended[..., :3], (self.hanging.double() - blended[..., 3])[..., None])[..., 0].float()
+        return unskin_points(self.hanging.float(), self.skin_weights, self.hanging_transforms.double()).float()
 
     def posed_hanging(self, joint_transforms: Tensor) -> Tensor:
         """The hanging shape skinned rigidly (the garment of ``--dynamics none``). ``[F, J, 4, 4] -> [F, M, 3]``"""
@@ -133,7 +132,7 @@ def build_garment_surface(body: BodyModel, betas: Tensor | None, detection: Garm
     vertices = body.rest_vertices(betas).detach().cpu().float()
     joints = body.rest_joints(betas).detach().cpu().float()
     cx, cz = float(joints[0, 0]), float(joints[0, 2])
-    keep = torso_vertices(body, vertices) | leg_vertices(body, vertices)
+    keep = torch.logical_or(*trunk_vertices(body))
     waist, hem = detection.waist_y, detection.hem_y
     step = (waist - hem) / (rings - 1)
     bodice = max(0, int(math.floor((levels.chest - waist) / step))) if detection.kind == "dress" else 0
@@ -198,7 +197,7 @@ def _smooth_weights(body: BodyModel, vertices: Tensor, heights: Tensor, phi: Ten
     w[..., names.index("L_Hip")] = HIP_SHARE * t[:, None] * left[None]
     w[..., names.index("R_Hip")] = HIP_SHARE * t[:, None] * (1 - left)[None]
     if bodice:
-        torso = torso_vertices(body, vertices)
+        torso = trunk_vertices(body)[0]
         skin = body.skin_weights.detach().cpu().float()
         for row in range(bodice):
             band = torso & ((vertices[:, 1] - float(heights[row])).abs() < 0.03)

@@ -29,7 +29,7 @@ from backend.body.parts import PART_INDEX, part_ids_from_weights
 from backend.core.errors import InputError
 from backend.gaussians import Gaussians, rgb_to_sh_dc
 from backend.core.rotations import matrix_to_quaternion, quaternion_multiply, quaternion_to_matrix
-from backend.motion.skinning import blend_transforms
+from backend.motion.skinning import blend_transforms, unskin_points
 from backend.reconstruct.inputs import ReferenceView
 from backend.reconstruct.surface import sample_surface, tangent_frames, triangle_areas_normals
 from backend.render.cameras import Cameras
@@ -457,8 +457,7 @@ def unpose(posed: Gaussians, joint_transforms: Tensor) -> Gaussians:
     if posed.skin_weights is None:
         raise ValueError("unpose: the Gaussians carry no skin_weights")
     blended = blend_transforms(posed.skin_weights.to(joint_transforms.dtype), joint_transforms[None])[0]  # [N,3,4]
-    a, t = blended[..., :3].double(), blended[..., 3].double()
-    means = torch.linalg.solve(a, (posed.means.double() - t)[..., None])[..., 0].to(posed.means.dtype)
+    means = unskin_points(posed.means, posed.skin_weights, joint_transforms)
     q = matrix_to_quaternion(blended[..., :3])
     q_inv = q * torch.tensor([1.0, -1.0, -1.0, -1.0], dtype=q.dtype)
     quats = quaternion_multiply(q_inv, torch.nn.functional.normalize(posed.quats, dim=-1))

@@ -40,11 +40,11 @@ def garment_layer(spec: JobSpec, body: BodyModel, canonical: Gaussians, garment:
             report(1.0, f"garment skinned rigidly ({index.numel()} Gaussians)")
             return skinned_layer(garment, binding, joint_transforms), {"mode": "none", "reason": "dynamics none"}
         settings = DynamicsSettings(preset=spec.cloth_preset)
-        warm = warmup_joint_transforms(spec, body, settings.warmup_frames)
         # draped in the photo's pose, and that is frame 0's: the motion starts from the drape (frame 0 is then
         # exactly the shape the Gaussians were fitted on); otherwise a warm-up from the rest pose into frame 0
         start = garment.hanging if garment.hanging is not None and torch.allclose(
             garment.hanging_transforms, joint_transforms[0], atol=1e-5) else None
+        warm = None if start is not None else warmup_joint_transforms(spec, body, settings.warmup_frames)
         layer, record = simulate_garment(garment, binding, body, torch.as_tensor(spec.motion.betas, dtype=body.dtype),
                                          joint_transforms, warm, spec.motion.fps, settings, report, start=start)
     report(1.0, f"cloth: {record['frames']} frames at {record['frames_per_second']} fps on {record['device']}")
