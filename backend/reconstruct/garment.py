@@ -31,6 +31,11 @@ STAND_OFF = 0.03
 """... or, where the legs show no gap, where the silhouette stands off the body's outline by this much (m)."""
 MIN_LENGTH = 0.05
 """A garment must reach at least this far below the crotch (m)."""
+TOP_BAND = 0.06
+"""The top's colour is sampled this far (m) above the natural waist."""
+COLOUR_SEPARATION = 0.8
+"""The garment's and the top's colours tell apart when each palette classifies at least this share of its own
+held-out pixels as its own; otherwise the waistband stays at the natural waist."""
 
 
 @dataclass(frozen=True)
@@ -244,13 +249,83 @@ def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
         evidence["reason"] = "the silhouette follows the legs below the crotch"
         return GarmentDetection("none", source="photo", evidence=evidence)
     hem_y = height_of(hem_row)
-    keep = [row for row in profile if hem_y - 1e-6 <= row[0] <= levels.waist + 1e-6]
+    garment_rows_below = [v for v, g in below if g is True and v <= hem_row]
+    top_row, colour_evidence = waistband_row(view.rgb.detach().cpu().float(), subject, body_mask,
+                                             garment_rows_below, first, int(math.floor(crotch_row)), ppm)
+    evidence.update(colour_evidence)
+    waist_y = levels.waist if top_row is None else min(levels.waist, height_of(top_row))
+    keep = [row for row in profile if hem_y - 1e-6 <= row[0] <= waist_y + 1e-6]
     heights = torch.tensor([row[0] for row in keep], dtype=torch.float32)
     flare = torch.tensor([row[1] for row in keep], dtype=torch.float32)
     half_width = torch.tensor([row[2] for row in keep], dtype=torch.float32)
     evidence["hem_below_crotch_m"] = (hem_row - crotch_row) / ppm
     evidence["pelvis_row"] = v_pelvis
-    return GarmentDetection("skirt", levels.waist, hem_y, heights, flare, half_width, "photo", evidence)
+    return GarmentDetection("skirt", waist_y, hem_y, heights, flare, half_width, "photo", evidence)
+
+
+def waistband_row(rgb: Tensor, subject: Tensor, body_mask: Tensor, garment_rows: list[int], first: int,
+                  crotch_row: int, ppm: float, *, palette: int = 256) -> tuple[int | None, dict]:
+    """The image row where the garment's colour starts, read upwards from the crotch.
+
+    Skirts sit anywhere from the natural waist down to the hips; the silhouette cannot tell where (the waistband
+    hugs the body), the colour usually can. The garment's colours are sampled from its rows below the crotch, the
+    top's from a band above the natural waist (inside the body's outline, so hanging hands count little). Each
+    row between the natural waist (``first``) and the crotch is garment when most of its pixels are nearer a
+    garment colour than a top colour; the waistband is the highest row of the run of garment rows that reaches
+    down to the crotch.
+
+    Args:
+        rgb: The photo's straight colour. [H, W, 3]
+        subject: The person's silhouette. [H, W] bool
+        body_mask: The posed trunk's silhouette in the same camera. [H, W] bool
+        garment_rows: Rows known to be garment (below the crotch).
+        first: The natural waist's row; crotch_row: the crotch's row.
+        ppm: Pixels per metre at the pelvis.
+        palette: Pixels sampled per palette.
+
+    Returns:
+        (row or None when the colours do not tell the garment from the top, evidence for result.json).
+    """
+    def pixels(rows) -> Tensor:
+        out = []
+        for v in rows:
+            if 0 <= v < rgb.shape[0] and bool(body_mask[v].any()):
+                cols = body_mask[v].nonzero().squeeze(1)
+                inside = subject[v, int(cols.min()):int(cols.max()) + 1]
+                out.append(rgb[v, int(cols.min()):int(cols.max()) + 1][inside])
+        return torch.cat(out) if out else rgb.new_zeros(0, 3)
+
+    band = max(2, int(round(TOP_BAND * ppm)))
+    garment_px, top_px = pixels(garment_rows), pixels(range(first - band, first))
+    if garment_px.shape[0] < 2 * palette or top_px.shape[0] < 2 * palette:
+        return None, {"waist_from": "natural waist (too few pixels to compare colours)"}
+    generator = torch.Generator().manual_seed(0)
+    g_perm = torch.randperm(garment_px.shape[0], generator=generator)
+    t_perm = torch.randperm(top_px.shape[0], generator=generator)
+    g_pal, g_test = garment_px[g_perm[:palette]], garment_px[g_perm[palette:2 * palette]]
+    t_pal, t_test = top_px[t_perm[:palette]], top_px[t_perm[palette:2 * palette]]
+
+    def is_garment(px: Tensor) -> Tensor:
+        return torch.cdist(px, g_pal).min(dim=1).values < torch.cdist(px, t_pal).min(dim=1).values
+
+    own = min(float(is_garment(g_test).float().mean()), float((~is_garment(t_test)).float().mean()))
+    evidence = {"waist_colour_separation": round(own, 3)}
+    if own < COLOUR_SEPARATION:
+        return None, {**evidence, "waist_from": "natural waist (the garment's and the top's colours are alike)"}
+    top, misses = None, 0
+    for v in range(crotch_row, first - 1, -1):
+        px = pixels([v])
+        if px.shape[0] == 0:
+            continue
+        if float(is_garment(px).float().mean()) > 0.5:
+            top, misses = v, 0
+        else:
+            misses += 1
+            if misses > max(2, int(0.01 * ppm)):
+                break
+    if top is None:
+        return None, {**evidence, "waist_from": "natural waist (no garment colour above the crotch)"}
+    return top, {**evidence, "waist_from": "colour"}
 
 
 # ---- bound Gaussians -------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ the body's cross-section at its height (legs and pelvis, plus a clearance) and s
 flare; rings never narrow going down. Where the photo cannot tell the depth, the garment stands off the body
 by the same amount in depth as in width. The waist ring is pinned to the body (a dress's bodice rows too).
 
-Skinning weights blend smoothly from the pelvis at the waist to half pelvis / half hips at the hem, the hip
+Skinning weights blend smoothly from the body's own skin weights at the waist to half pelvis / half hips at the hem, the hip
 share following the side (left hip on the left, both at the front and back), so the skinned surface never
 splits between the legs.
 """
@@ -186,22 +186,32 @@ def _ring_faces(rows: int, segments: int) -> Tensor:
 
 def _smooth_weights(body: BodyModel, vertices: Tensor, heights: Tensor, phi: Tensor, bodice: int, waist: float,
                     hem: float) -> Tensor:
-    """Pelvis at the waist, blending to (1 − HIP_SHARE) pelvis + HIP_SHARE hips at the hem; the hip share goes
-    to the left hip on the body's left (+X) side. A dress's bodice rows take the torso's own weights."""
+    """The waistband takes the body's own skin weights at the waist (it sits on the skin and turns with the
+    spine's twist there), blending to (1 − HIP_SHARE) pelvis + HIP_SHARE hips at the hem; the hip share goes to
+    the left hip on the body's left (+X) side. A dress's bodice rows take the torso's own weights too."""
     names = body.joint_names
     j = body.num_joints
     t = ((waist - heights) / max(waist - hem, 1e-6)).clamp(0, 1)  # [R]
     left = 0.5 * (1 + torch.sin(phi))  # [S]  (+X is the body's left)
-    w = torch.zeros(heights.shape[0], phi.shape[0], j)
-    w[..., names.index("Pelvis")] = (1 - HIP_SHARE * t)[:, None]
-    w[..., names.index("L_Hip")] = HIP_SHARE * t[:, None] * left[None]
-    w[..., names.index("R_Hip")] = HIP_SHARE * t[:, None] * (1 - left)[None]
-    if bodice:
-        torso = trunk_vertices(body)[0]
-        skin = body.skin_weights.detach().cpu().float()
-        for row in range(bodice):
-            band = torso & ((vertices[:, 1] - float(heights[row])).abs() < 0.03)
-            w[row] = skin[band].mean(dim=0) if bool(band.any()) else w[row]
+    lower = torch.zeros(phi.shape[0], j)
+    lower[:, names.index("Pelvis")] = 1 - HIP_SHARE
+    lower[:, names.index("L_Hip")] = HIP_SHARE * left
+    lower[:, names.index("R_Hip")] = HIP_SHARE * (1 - left)
+    upper = torch.zeros(j)
+    upper[names.index("Pelvis")] = 1.0
+    torso = trunk_vertices(body)[0]
+    skin = body.skin_weights.detach().cpu().float()
+
+    def skin_at(height: float) -> Tensor | None:
+        band = torso & ((vertices[:, 1] - height).abs() < 0.02)
+        return skin[band].mean(dim=0) if bool(band.any()) else None
+
+    band = skin_at(waist)
+    upper = band if band is not None else upper
+    w = (1 - t)[:, None, None] * upper[None, None] + t[:, None, None] * lower[None]
+    for row in range(bodice):
+        above = skin_at(float(heights[row]))
+        w[row] = above[None] if above is not None else w[row]
     return w.reshape(-1, j)
 
 

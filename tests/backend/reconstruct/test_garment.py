@@ -19,6 +19,7 @@ from backend.reconstruct.garment import (
     detect_in_gaussians,
     detect_in_photo,
     garment_override,
+    waistband_row,
 )
 from backend.reconstruct.garment_surface import (
     bind_garment,
@@ -75,6 +76,30 @@ def test_photo_detection_finds_the_skirt_and_its_hem(default_body, walk, skirted
     true_hem = float(default_body.rest_joints()[0, 1]) + 0.08 - 0.42  # skirted_subject: 8 cm above the pelvis, 42 cm long
     assert abs(found.hem_y - true_hem) < 0.05
     assert float(found.flare.max()) > 0.02  # it stands off the legs
+    # the skirt's top is 8 cm above the pelvis, below the natural waist: the colour finds it
+    assert found.evidence["waist_from"] == "colour"
+    assert abs(found.waist_y - (float(default_body.rest_joints()[0, 1]) + 0.08)) < 0.03 < levels.waist - found.waist_y
+
+
+def _two_colour_photo(top_rgb, skirt_rgb, band_row=40, size=100):
+    """A 100 x 100 'photo': a trunk filling columns 30..69, the top's colour above ``band_row``, the skirt's below."""
+    rgb = torch.zeros(size, size, 3)
+    rgb[:band_row, 30:70] = torch.tensor(top_rgb)
+    rgb[band_row:, 30:70] = torch.tensor(skirt_rgb)
+    rgb[band_row:, 30:70:4] = torch.tensor(skirt_rgb) * 0.5  # a pattern: the palettes hold several colours
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[:, 30:70] = True
+    return rgb, mask
+
+
+def test_waistband_is_where_the_garment_colour_starts():
+    rgb, mask = _two_colour_photo((0.1, 0.3, 0.8), (0.9, 0.1, 0.1))
+    row, evidence = waistband_row(rgb, mask, mask, list(range(70, 95)), 20, 60, 200.0, palette=64)
+    assert row == 40 and evidence["waist_from"] == "colour"
+    # a top in the skirt's colours cannot be told apart: the caller keeps the natural waist
+    rgb, mask = _two_colour_photo((0.9, 0.1, 0.1), (0.9, 0.1, 0.1))
+    row, evidence = waistband_row(rgb, mask, mask, list(range(70, 95)), 20, 60, 200.0, palette=64)
+    assert row is None and "alike" in evidence["waist_from"]
 
 
 def test_photo_detection_says_none_without_a_skirt(default_body, walk, tmp_path):
@@ -124,6 +149,14 @@ def test_surface_is_closed_around_the_legs_and_never_narrows(default_body, skirt
     assert float(covered_by_garment(legs[band], surface).float().mean()) > 0.97
     assert torch.allclose(surface.skin_weights.sum(1), torch.ones(surface.rest_vertices.shape[0]))
     assert surface.pinned.sum() == surface.segments
+    # the waistband turns with the skin under it (the body's own weights there), the hem with pelvis and hips
+    pelvis = default_body.joint_names.index("Pelvis")
+    hips = [default_body.joint_names.index(n) for n in ("L_Hip", "R_Hip")]
+    waist_weights = surface.skin_weights[: surface.segments]
+    assert float(waist_weights[:, hips].sum(1).max()) < 1e-6 and float(waist_weights[:, pelvis].max()) < 1.0
+    hem = surface.skin_weights[-surface.segments:]
+    assert torch.allclose(hem[:, pelvis], torch.full((surface.segments,), 0.5)) and torch.allclose(
+        hem[:, hips].sum(1), torch.full((surface.segments,), 0.5))
 
 
 def test_binding_round_trip_is_the_rigid_garment(default_body, skirted):
