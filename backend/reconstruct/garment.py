@@ -12,7 +12,7 @@ cloth mesh.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -191,6 +191,20 @@ def _row_stats(subject: Tensor, body: Tensor) -> tuple[float, float, float, floa
     return float(bl), float(br), float(left), float(right), filled
 
 
+def _run_end(rows: Iterable[tuple[int, bool | None]], max_misses: int) -> int | None:
+    """The last True row of a run read in the given order (None if none): rows that cannot tell (None) neither
+    extend nor break it; more than ``max_misses`` False rows in a row end it. ``rows`` is read lazily."""
+    end, misses = None, 0
+    for v, flag in rows:
+        if flag is True:
+            end, misses = v, 0
+        elif flag is False:
+            misses += 1
+            if misses > max_misses:
+                break
+    return end
+
+
 def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
                     levels: BodyLevels | None = None) -> GarmentDetection:
     """Is there a skirt in the photo, and where are its waist and hem?
@@ -235,14 +249,8 @@ def detect_in_photo(view: ReferenceView, body: BodyModel, betas: Tensor | None,
         profile.append((height_of(v), max(0.0, stand_off), 0.5 * (sr - sl + 1) / ppm))
     crotch_row = row_of(levels.crotch)
     below = [(v, g) for v, g in zip(rows, garment_rows) if v >= crotch_row]
-    hem_row, misses = None, 0
-    for v, g in below:  # the garment runs down from the crotch; rows that cannot tell (no gap) do not break it
-        if g is True:
-            hem_row, misses = v, 0
-        elif g is False:
-            misses += 1
-            if misses > max(2, int(0.02 * ppm)):
-                break
+    # the garment runs down from the crotch; rows that cannot tell (no gap) do not break it
+    hem_row = _run_end(below, max(2, int(0.02 * ppm)))
     evidence = {"rows": len(rows), "pixels_per_metre": ppm,
                 "gap_rows_filled": int(sum(1 for v, g in below if g is True)), "rows_below_crotch": len(below)}
     if hem_row is None or (hem_row - crotch_row) / ppm < MIN_LENGTH:
@@ -312,17 +320,11 @@ def waistband_row(rgb: Tensor, subject: Tensor, body_mask: Tensor, garment_rows:
     evidence = {"waist_colour_separation": round(own, 3)}
     if own < COLOUR_SEPARATION:
         return None, {**evidence, "waist_from": "natural waist (the garment's and the top's colours are alike)"}
-    top, misses = None, 0
-    for v in range(crotch_row, first - 1, -1):
+    def row_is_garment(v: int) -> bool | None:
         px = pixels([v])
-        if px.shape[0] == 0:
-            continue
-        if float(is_garment(px).float().mean()) > 0.5:
-            top, misses = v, 0
-        else:
-            misses += 1
-            if misses > max(2, int(0.01 * ppm)):
-                break
+        return None if px.shape[0] == 0 else float(is_garment(px).float().mean()) > 0.5
+
+    top = _run_end(((v, row_is_garment(v)) for v in range(crotch_row, first - 1, -1)), max(2, int(0.01 * ppm)))
     if top is None:
         return None, {**evidence, "waist_from": "natural waist (no garment colour above the crotch)"}
     return top, {**evidence, "waist_from": "colour"}

@@ -5,9 +5,9 @@ the body's cross-section at its height (legs and pelvis, plus a clearance) and s
 flare; rings never narrow going down. Where the photo cannot tell the depth, the garment stands off the body
 by the same amount in depth as in width. The waist ring is pinned to the body (a dress's bodice rows too).
 
-Skinning weights blend smoothly from the body's own skin weights at the waist to half pelvis / half hips at the hem, the hip
-share following the side (left hip on the left, both at the front and back), so the skinned surface never
-splits between the legs.
+Skinning weights blend smoothly from the body's own skin weights at the waist to half pelvis / half hips at
+the hem, the hip share following the side (left hip on the left, both at the front and back), so the skinned
+surface never splits between the legs.
 """
 
 from __future__ import annotations
@@ -202,15 +202,15 @@ def _smooth_weights(body: BodyModel, vertices: Tensor, heights: Tensor, phi: Ten
     torso = trunk_vertices(body)[0]
     skin = body.skin_weights.detach().cpu().float()
 
-    def skin_at(height: float) -> Tensor | None:
-        band = torso & ((vertices[:, 1] - height).abs() < 0.02)
+    def skin_at(height: float, half_width: float) -> Tensor | None:
+        band = torso & ((vertices[:, 1] - height).abs() < half_width)
         return skin[band].mean(dim=0) if bool(band.any()) else None
 
-    band = skin_at(waist)
+    band = skin_at(waist, 0.02)
     upper = band if band is not None else upper
     w = (1 - t)[:, None, None] * upper[None, None] + t[:, None, None] * lower[None]
     for row in range(bodice):
-        above = skin_at(float(heights[row]))
+        above = skin_at(float(heights[row]), 0.03)
         w[row] = above[None] if above is not None else w[row]
     return w.reshape(-1, j)
 
